@@ -1,0 +1,72 @@
+//! Configuration pieces shared by the binaries: each is a `clap::Args` group read from flags or the
+//! environment variables the contract names, so every service is configured the same way.
+
+use std::time::Duration;
+
+use crate::limits::Limits;
+
+/// Where the hot state lives.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RedisArgs {
+    /// Redis connection URL.
+    #[arg(
+        long = "redis-url",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+}
+
+/// Where the durable store lives.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DynamoArgs {
+    /// DynamoDB endpoint URL (DynamoDB Local, dynalite); unset = the AWS default endpoint and credential chain.
+    #[arg(long = "dynamodb-endpoint", env = "DYNAMODB_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// AWS region.
+    #[arg(long = "aws-region", env = "AWS_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// DynamoDB table name.
+    #[arg(long = "table", env = "CANVAS_TABLE", default_value = "canvas_objects")]
+    pub table: String,
+}
+
+/// Log and trace output.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TelemetryArgs {
+    /// OTLP gRPC endpoint for traces; unset = no export.
+    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// `text` or `json` logs.
+    #[arg(long = "log-format", env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// Limits on client input.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LimitsArgs {
+    /// Largest WebSocket frame (bytes); larger frames close the socket with 1009.
+    #[arg(long = "max-frame-bytes", env = "CANVAS_MAX_FRAME_BYTES", default_value_t = Limits::default().max_frame_bytes)]
+    pub max_frame_bytes: usize,
+    /// Largest object as JSON (bytes).
+    #[arg(long = "max-object-bytes", env = "CANVAS_MAX_OBJECT_BYTES", default_value_t = Limits::default().max_object_bytes)]
+    pub max_object_bytes: usize,
+    /// Most objects per project.
+    #[arg(long = "max-objects-per-project", env = "CANVAS_MAX_OBJECTS_PER_PROJECT", default_value_t = Limits::default().max_objects_per_project)]
+    pub max_objects_per_project: usize,
+}
+
+impl From<&LimitsArgs> for Limits {
+    fn from(a: &LimitsArgs) -> Self {
+        Limits {
+            max_frame_bytes: a.max_frame_bytes,
+            max_object_bytes: a.max_object_bytes,
+            max_objects_per_project: a.max_objects_per_project,
+        }
+    }
+}
+
+/// Parses a duration given in milliseconds.
+pub fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}

@@ -1,0 +1,119 @@
+//! The embedded durable store of the one-process dev mode: a redb file (pure Rust, ACID), by default under
+//! `./data`. It honours the same contract as DynamoDB, so the saver cannot tell them apart.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, TableDefinition};
+
+use super::{DurableError, DurableStore, ItemWrite, WriteOp};
+use crate::hot::StoredObject;
+use crate::ids::{ObjectId, ProjectId};
+
+/// (project id, object id) → (object JSON, updatedAt ms).
+const OBJECTS: TableDefinition<(&str, &str), (&str, i64)> = TableDefinition::new("canvas_objects");
+
+/// redb-backed [`DurableStore`]; clones share the database.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+fn failed(e: impl std::fmt::Display) -> DurableError {
+    DurableError::Unavailable(format!("embedded store: {e}"))
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database file, creating its folder when needed.
+    pub fn open(path: &Path) -> Result<Self, DurableError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| failed(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let db = Database::create(path)
+            .map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?;
+        let store = Self { db: Arc::new(db) };
+        store.create_table()?;
+        Ok(store)
+    }
+
+    fn create_table(&self) -> Result<(), DurableError> {
+        let txn = self.db.begin_write().map_err(failed)?;
+        txn.open_table(OBJECTS).map_err(failed)?;
+        txn.commit().map_err(failed)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, DurableError> + Send + 'static,
+    ) -> Result<T, DurableError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(failed)?
+    }
+}
+
+#[async_trait]
+impl DurableStore for EmbeddedStore {
+    async fn write_batch(&self, writes: &[ItemWrite]) -> Result<Vec<ItemWrite>, DurableError> {
+        let writes = writes.to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(failed)?;
+            {
+                let mut table = txn.open_table(OBJECTS).map_err(failed)?;
+                for write in &writes {
+                    let key = (write.project.as_str(), write.object_id().as_str());
+                    match &write.op {
+                        WriteOp::Put(object) => {
+                            table
+                                .insert(key, (object.json.as_str(), object.updated_at))
+                                .map_err(failed)?;
+                        }
+                        WriteOp::Delete(_) => {
+                            table.remove(key).map_err(failed)?;
+                        }
+                    }
+                }
+            }
+            txn.commit().map_err(failed)?;
+            Ok(Vec::new())
+        })
+        .await
+    }
+
+    async fn load_project(&self, project: &ProjectId) -> Result<Vec<StoredObject>, DurableError> {
+        let project = project.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(failed)?;
+            let table = txn.open_table(OBJECTS).map_err(failed)?;
+            let mut objects = Vec::new();
+            for entry in table.range((project.as_str(), "")..).map_err(failed)? {
+                let (key, value) = entry.map_err(failed)?;
+                let (p, o) = key.value();
+                if p != project.as_str() {
+                    break;
+                }
+                let (json, updated_at) = value.value();
+                if let Ok(id) = ObjectId::parse(o) {
+                    objects.push(StoredObject {
+                        id,
+                        json: json.to_string(),
+                        updated_at,
+                    });
+                }
+            }
+            Ok(objects)
+        })
+        .await
+    }
+
+    async fn ensure_table(&self, _create: bool) -> Result<(), DurableError> {
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), DurableError> {
+        Ok(())
+    }
+}

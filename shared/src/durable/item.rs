@@ -1,0 +1,145 @@
+//! Conversion between object JSON and DynamoDB attribute maps, lossless for every JSON value.
+//!
+//! An item holds the object's properties, `projectId` and `objectId` (the keys) and `updatedAt`.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{Map, Number, Value};
+
+use crate::hot::StoredObject;
+use crate::ids::{ObjectId, ProjectId};
+
+pub const PROJECT_KEY: &str = "projectId";
+pub const OBJECT_KEY: &str = "objectId";
+pub const UPDATED_AT: &str = "updatedAt";
+
+pub fn to_attribute(value: &Value) -> AttributeValue {
+    match value {
+        Value::Null => AttributeValue::Null(true),
+        Value::Bool(b) => AttributeValue::Bool(*b),
+        Value::Number(n) => AttributeValue::N(n.to_string()),
+        Value::String(s) => AttributeValue::S(s.clone()),
+        Value::Array(items) => AttributeValue::L(items.iter().map(to_attribute).collect()),
+        Value::Object(map) => AttributeValue::M(
+            map.iter()
+                .map(|(k, v)| (k.clone(), to_attribute(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn number(n: &str) -> Value {
+    if let Ok(i) = n.parse::<i64>() {
+        return Value::Number(i.into());
+    }
+    if let Ok(u) = n.parse::<u64>() {
+        return Value::Number(u.into());
+    }
+    n.parse::<f64>()
+        .ok()
+        .and_then(Number::from_f64)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::String(n.into()))
+}
+
+pub fn from_attribute(value: &AttributeValue) -> Value {
+    match value {
+        AttributeValue::Null(_) => Value::Null,
+        AttributeValue::Bool(b) => Value::Bool(*b),
+        AttributeValue::N(n) => number(n),
+        AttributeValue::S(s) => Value::String(s.clone()),
+        AttributeValue::L(items) => Value::Array(items.iter().map(from_attribute).collect()),
+        AttributeValue::M(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), from_attribute(v)))
+                .collect(),
+        ),
+        AttributeValue::Ss(items) => {
+            Value::Array(items.iter().cloned().map(Value::String).collect())
+        }
+        AttributeValue::Ns(items) => Value::Array(items.iter().map(|n| number(n)).collect()),
+        _ => Value::Null,
+    }
+}
+
+/// The full item for a put.
+pub fn to_item(project: &ProjectId, object: &StoredObject) -> HashMap<String, AttributeValue> {
+    let mut item: HashMap<String, AttributeValue> =
+        match serde_json::from_str::<Map<String, Value>>(&object.json) {
+            Ok(map) => map
+                .iter()
+                .map(|(k, v)| (k.clone(), to_attribute(v)))
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
+    item.insert(PROJECT_KEY.into(), AttributeValue::S(project.to_string()));
+    item.insert(OBJECT_KEY.into(), AttributeValue::S(object.id.to_string()));
+    item.insert(
+        UPDATED_AT.into(),
+        AttributeValue::N(object.updated_at.to_string()),
+    );
+    item
+}
+
+/// The primary key of an item.
+pub fn key(project: &ProjectId, id: &ObjectId) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            PROJECT_KEY.to_string(),
+            AttributeValue::S(project.to_string()),
+        ),
+        (OBJECT_KEY.to_string(), AttributeValue::S(id.to_string())),
+    ])
+}
+
+/// Reads an item back into an object; None for items that are not ours.
+pub fn from_item(item: &HashMap<String, AttributeValue>) -> Option<StoredObject> {
+    let id = match item.get(OBJECT_KEY) {
+        Some(AttributeValue::S(s)) => ObjectId::parse(s.as_str()).ok()?,
+        _ => return None,
+    };
+    let updated_at = match item.get(UPDATED_AT) {
+        Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+        _ => 0,
+    };
+    let body: Map<String, Value> = item
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), PROJECT_KEY | OBJECT_KEY | UPDATED_AT))
+        .map(|(k, v)| (k.clone(), from_attribute(v)))
+        .collect();
+    Some(StoredObject {
+        id,
+        json: serde_json::to_string(&body).ok()?,
+        updated_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_round_trips_through_attributes() {
+        let value = json!({"a":[],"b":{},"c":0.30000000000000004,"d":-12,"e":18446744073709551615u64,"f":null,"g":[true,"x",{"h":[1.5]}],"i":""});
+        assert_eq!(from_attribute(&to_attribute(&value)), value);
+    }
+
+    #[test]
+    fn items_round_trip_and_hide_storage_keys() {
+        let project = ProjectId::parse("p1").unwrap();
+        let object = StoredObject {
+            id: ObjectId::parse("o1").unwrap(),
+            json: r#"{"id":"o1","type":"rect","version":3,"x":1}"#.into(),
+            updated_at: 1234,
+        };
+        let item = to_item(&project, &object);
+        assert!(item.contains_key("projectId") && item.contains_key("objectId"));
+        let back = from_item(&item).unwrap();
+        assert_eq!(back.updated_at, 1234);
+        let a: Value = serde_json::from_str(&back.json).unwrap();
+        let b: Value = serde_json::from_str(&object.json).unwrap();
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,49 @@
+//! The Redis key layout. Every key of one project shares the hash tag `{projectId}` so that a project's
+//! script touches one Redis Cluster slot; the dirty index and lease index are global.
+
+use crate::ids::ProjectId;
+
+/// Sorted set: project id → epoch ms of its oldest unsaved change (waiting to be claimed).
+pub const DIRTY_INDEX: &str = "canvas:dirty";
+/// Sorted set: project id → epoch ms when its saver's lease expires (being saved).
+pub const LEASE_INDEX: &str = "canvas:leases";
+
+/// The keys of one project.
+#[derive(Debug, Clone)]
+pub struct ProjectKeys {
+    /// Hash: object id → object JSON (with `version`).
+    pub objects: String,
+    /// Hash: object id → epoch ms of its last edit.
+    pub mtimes: String,
+    /// Hash: `seq`, `loadedAt`. Its existence means the project is loaded.
+    pub meta: String,
+    /// Set: ids changed since the last claim.
+    pub changed: String,
+    /// Set: ids being saved by the current claim.
+    pub saving: String,
+    /// Hash: `token`, `since` of the current claim.
+    pub lease: String,
+    /// Pub/sub channel for fan-out.
+    pub channel: String,
+}
+
+impl ProjectKeys {
+    pub fn new(project: &ProjectId) -> Self {
+        let base = format!("canvas:{{{project}}}:");
+        Self {
+            objects: format!("{base}objects"),
+            mtimes: format!("{base}mtimes"),
+            meta: format!("{base}meta"),
+            changed: format!("{base}changed"),
+            saving: format!("{base}saving"),
+            lease: format!("{base}lease"),
+            channel: format!("{base}events"),
+        }
+    }
+
+    /// The project id from a channel name, as published by [`ProjectKeys::channel`].
+    pub fn project_of_channel(channel: &str) -> Option<ProjectId> {
+        let inner = channel.strip_prefix("canvas:{")?.strip_suffix("}:events")?;
+        ProjectId::parse(inner).ok()
+    }
+}

@@ -1,0 +1,445 @@
+//! The in-memory hot state of the one-process dev mode: the same semantics as Redis (atomic edits, `seq`,
+//! changed-sets, dirty index, leases, fan-out between connections), held under one mutex.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use async_trait::async_trait;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use super::{
+    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, HotError,
+    HotState, Snapshot, StoredObject,
+};
+use crate::error::{ErrorCode, Rejection};
+use crate::ids::{ObjectId, ProjectId};
+use crate::object::{merge_patch, Edit, VERSION_FIELD};
+
+#[derive(Default)]
+struct Project {
+    seq: u64,
+    objects: BTreeMap<ObjectId, Map<String, Value>>,
+    mtimes: HashMap<ObjectId, i64>,
+    changed: HashSet<ObjectId>,
+    saving: HashSet<ObjectId>,
+    /// (token, since) of the current claim.
+    lease: Option<(String, i64)>,
+}
+
+#[derive(Default)]
+struct State {
+    projects: HashMap<ProjectId, Project>,
+    /// Waiting to be claimed: project → oldest unsaved change.
+    dirty: HashMap<ProjectId, i64>,
+    /// Being saved: project → lease expiry.
+    leases: HashMap<ProjectId, i64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    state: Mutex<State>,
+    buses: Mutex<Vec<Weak<MemoryBus>>>,
+}
+
+/// In-memory [`HotState`]; clones share the same state.
+#[derive(Clone, Default)]
+pub struct MemoryHotState {
+    inner: Arc<Inner>,
+}
+
+struct MemoryBus {
+    projects: Mutex<HashSet<ProjectId>>,
+    events: mpsc::Sender<BusEvent>,
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn subscribe(&self, project: &ProjectId) -> Result<(), HotError> {
+        lock(&self.projects).insert(project.clone());
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, project: &ProjectId) -> Result<(), HotError> {
+        lock(&self.projects).remove(project);
+        Ok(())
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update; the data is still the best we have.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn reject(code: ErrorCode, message: String) -> HotError {
+    HotError::Rejected(Rejection::new(code, message))
+}
+
+fn to_json(map: &Map<String, Value>) -> String {
+    serde_json::to_string(map).unwrap_or_default()
+}
+
+impl MemoryHotState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Delivers like Redis pub/sub: to every bus subscribed now, dropping rather than waiting (at-most-once).
+    fn publish(&self, message: BusMessage) {
+        let mut buses = lock(&self.inner.buses);
+        buses.retain(|b| b.strong_count() > 0);
+        for bus in buses.iter().filter_map(Weak::upgrade) {
+            if lock(&bus.projects).contains(&message.project) {
+                let _ = bus.events.try_send(BusEvent::Message(message.clone()));
+            }
+        }
+    }
+
+    fn apply_locked(
+        project: &mut Project,
+        edit: &Edit,
+        ctx: &EditContext<'_>,
+    ) -> Result<(Option<u64>, Value), HotError> {
+        let limits = ctx.limits;
+        let too_large = |id: &ObjectId| {
+            reject(
+                ErrorCode::TooLarge,
+                format!(
+                    "object {id} would exceed {} bytes as JSON",
+                    limits.max_object_bytes
+                ),
+            )
+        };
+        match edit {
+            Edit::Create(object) => {
+                if project.objects.contains_key(&object.id) {
+                    return Err(reject(
+                        ErrorCode::Conflict,
+                        format!("object {} already exists", object.id),
+                    ));
+                }
+                if project.objects.len() >= limits.max_objects_per_project {
+                    return Err(reject(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "the project already holds {} objects, the most allowed",
+                            limits.max_objects_per_project
+                        ),
+                    ));
+                }
+                let mut body = object.body.clone();
+                body.insert(VERSION_FIELD.into(), json!(1));
+                if to_json(&body).len() > limits.max_object_bytes {
+                    return Err(too_large(&object.id));
+                }
+                let frame = json!({"type": "created", "object": Value::Object(body.clone())});
+                project.objects.insert(object.id.clone(), body);
+                Ok((Some(1), frame))
+            }
+            Edit::Update { id, patch } => {
+                let current = project.objects.get(id).ok_or_else(|| {
+                    reject(ErrorCode::NotFound, format!("object {id} does not exist"))
+                })?;
+                if let Some(t) = patch.0.get("type") {
+                    if current.get("type") != Some(t) {
+                        return Err(reject(ErrorCode::BadRequest, "`type` cannot change".into()));
+                    }
+                }
+                let version = current
+                    .get(VERSION_FIELD)
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+                    + 1;
+                let mut merged = Value::Object(current.clone());
+                merge_patch(&mut merged, &Value::Object(patch.0.clone()));
+                let Value::Object(mut body) = merged else {
+                    unreachable!("merging an object patch yields an object")
+                };
+                body.insert(VERSION_FIELD.into(), json!(version));
+                if to_json(&body).len() > limits.max_object_bytes {
+                    return Err(too_large(id));
+                }
+                project.objects.insert(id.clone(), body);
+                let frame = json!({"type": "updated", "id": id.as_str(), "patch": Value::Object(patch.0.clone()), "version": version});
+                Ok((Some(version), frame))
+            }
+            Edit::Delete { id } => {
+                if project.objects.remove(id).is_none() {
+                    return Err(reject(
+                        ErrorCode::NotFound,
+                        format!("object {id} does not exist"),
+                    ));
+                }
+                Ok((None, json!({"type": "deleted", "id": id.as_str()})))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl HotState for MemoryHotState {
+    async fn apply(
+        &self,
+        project_id: &ProjectId,
+        edit: &Edit,
+        ctx: EditContext<'_>,
+    ) -> Result<Applied, HotError> {
+        let mut state = lock(&self.inner.state);
+        let project = state
+            .projects
+            .get_mut(project_id)
+            .ok_or(HotError::NotLoaded)?;
+        let (version, mut frame) = Self::apply_locked(project, edit, &ctx)?;
+        project.seq += 1;
+        let seq = project.seq;
+        let id = edit.object_id().clone();
+        if matches!(edit, Edit::Delete { .. }) {
+            project.mtimes.remove(&id);
+        } else {
+            project.mtimes.insert(id.clone(), ctx.now_ms);
+        }
+        project.changed.insert(id.clone());
+        state.dirty.entry(project_id.clone()).or_insert(ctx.now_ms);
+        if let Value::Object(f) = &mut frame {
+            f.insert("seq".into(), json!(seq));
+            f.insert("by".into(), json!(ctx.by));
+        }
+        // Published under the state lock so that every bus sees edits in seq order, as Redis guarantees.
+        self.publish(BusMessage {
+            project: project_id.clone(),
+            origin: ctx.origin.to_string(),
+            seq,
+            frame: Arc::from(frame.to_string()),
+        });
+        drop(state);
+        Ok(Applied { id, version, seq })
+    }
+
+    async fn snapshot(&self, project: &ProjectId) -> Result<Snapshot, HotError> {
+        let state = lock(&self.inner.state);
+        let project = state.projects.get(project).ok_or(HotError::NotLoaded)?;
+        Ok(Snapshot {
+            seq: project.seq,
+            objects: project.objects.values().map(to_json).collect(),
+        })
+    }
+
+    async fn load(
+        &self,
+        project: &ProjectId,
+        objects: &[StoredObject],
+        seq_floor: u64,
+    ) -> Result<bool, HotError> {
+        let mut state = lock(&self.inner.state);
+        if state.projects.contains_key(project) {
+            return Ok(false);
+        }
+        let mut loaded = Project {
+            seq: seq_floor,
+            ..Project::default()
+        };
+        for object in objects {
+            if let Ok(Value::Object(body)) = serde_json::from_str(&object.json) {
+                loaded.objects.insert(object.id.clone(), body);
+                loaded.mtimes.insert(object.id.clone(), object.updated_at);
+            }
+        }
+        state.projects.insert(project.clone(), loaded);
+        Ok(true)
+    }
+
+    async fn publish_ephemeral(
+        &self,
+        project: &ProjectId,
+        origin: &str,
+        frame: &str,
+    ) -> Result<(), HotError> {
+        self.publish(BusMessage {
+            project: project.clone(),
+            origin: origin.to_string(),
+            seq: 0,
+            frame: Arc::from(frame),
+        });
+        Ok(())
+    }
+
+    fn open_bus(&self, events: mpsc::Sender<BusEvent>) -> Arc<dyn Bus> {
+        let bus = Arc::new(MemoryBus {
+            projects: Mutex::new(HashSet::new()),
+            events,
+        });
+        lock(&self.inner.buses).push(Arc::downgrade(&bus));
+        bus
+    }
+
+    async fn ping(&self) -> Result<(), HotError> {
+        Ok(())
+    }
+
+    async fn claim_dirty(
+        &self,
+        owner: &str,
+        max: usize,
+        lease_ms: u64,
+        now_ms: i64,
+    ) -> Result<Vec<Claim>, HotError> {
+        let mut state = lock(&self.inner.state);
+        let prefix = format!("{owner}:{}", uuid::Uuid::new_v4().simple());
+        let mut expired: Vec<ProjectId> = state
+            .leases
+            .iter()
+            .filter(|(_, until)| **until <= now_ms)
+            .map(|(p, _)| p.clone())
+            .collect();
+        expired.sort();
+        expired.truncate(max);
+        let mut waiting: Vec<(i64, ProjectId)> = state
+            .dirty
+            .iter()
+            .filter(|(p, _)| state.leases.get(*p).is_none_or(|until| *until <= now_ms))
+            .map(|(p, since)| (*since, p.clone()))
+            .collect();
+        waiting.sort();
+        let mut candidates: Vec<ProjectId> = expired;
+        for (_, p) in waiting {
+            if !candidates.contains(&p) {
+                candidates.push(p);
+            }
+        }
+        candidates.truncate(max);
+        let mut claims = Vec::new();
+        for project_id in candidates {
+            let dirty_score = state.dirty.remove(&project_id);
+            let Some(project) = state.projects.get_mut(&project_id) else {
+                continue;
+            };
+            let previous = project.lease.as_ref().map(|(_, since)| *since);
+            let since = match (dirty_score, previous) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => now_ms,
+            };
+            let changed = std::mem::take(&mut project.changed);
+            project.saving.extend(changed);
+            let token = format!("{prefix}:{}", claims.len() + 1);
+            project.lease = Some((token.clone(), since));
+            state
+                .leases
+                .insert(project_id.clone(), now_ms + lease_ms as i64);
+            claims.push(Claim {
+                project: project_id,
+                token,
+                dirty_since: since,
+            });
+        }
+        Ok(claims)
+    }
+
+    async fn read_claim(&self, claim: &Claim) -> Result<ChangeSet, HotError> {
+        let state = lock(&self.inner.state);
+        let mut changes = ChangeSet::default();
+        let Some(project) = state.projects.get(&claim.project) else {
+            return Ok(changes);
+        };
+        for id in &project.saving {
+            match project.objects.get(id) {
+                Some(body) => changes.upserts.push(StoredObject {
+                    id: id.clone(),
+                    json: to_json(body),
+                    updated_at: project.mtimes.get(id).copied().unwrap_or(0),
+                }),
+                None => changes.deletes.push(id.clone()),
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn renew_claim(
+        &self,
+        claim: &Claim,
+        lease_ms: u64,
+        now_ms: i64,
+    ) -> Result<bool, HotError> {
+        let mut state = lock(&self.inner.state);
+        let ours = state
+            .projects
+            .get(&claim.project)
+            .and_then(|p| p.lease.as_ref())
+            .is_some_and(|(token, _)| *token == claim.token);
+        if ours {
+            state
+                .leases
+                .insert(claim.project.clone(), now_ms + lease_ms as i64);
+        }
+        Ok(ours)
+    }
+
+    async fn complete_claim(&self, claim: &Claim) -> Result<bool, HotError> {
+        let mut state = lock(&self.inner.state);
+        let Some(project) = state.projects.get_mut(&claim.project) else {
+            return Ok(false);
+        };
+        if project
+            .lease
+            .as_ref()
+            .is_none_or(|(token, _)| *token != claim.token)
+        {
+            return Ok(false);
+        }
+        project.saving.clear();
+        project.lease = None;
+        state.leases.remove(&claim.project);
+        Ok(true)
+    }
+
+    async fn abandon_claim(&self, claim: &Claim) -> Result<(), HotError> {
+        let mut state = lock(&self.inner.state);
+        let Some(project) = state.projects.get_mut(&claim.project) else {
+            return Ok(());
+        };
+        if project
+            .lease
+            .as_ref()
+            .is_none_or(|(token, _)| *token != claim.token)
+        {
+            return Ok(());
+        }
+        let saving = std::mem::take(&mut project.saving);
+        project.changed.extend(saving);
+        project.lease = None;
+        state.leases.remove(&claim.project);
+        let entry = state
+            .dirty
+            .entry(claim.project.clone())
+            .or_insert(claim.dirty_since);
+        *entry = (*entry).min(claim.dirty_since);
+        Ok(())
+    }
+
+    async fn dirty_summary(&self) -> Result<DirtySummary, HotError> {
+        let state = lock(&self.inner.state);
+        let mut entries: BTreeMap<&ProjectId, i64> =
+            state.dirty.iter().map(|(p, s)| (p, *s)).collect();
+        for project_id in state.leases.keys() {
+            if let Some((_, since)) = state
+                .projects
+                .get(project_id)
+                .and_then(|p| p.lease.as_ref())
+            {
+                let e = entries.entry(project_id).or_insert(*since);
+                *e = (*e).min(*since);
+            }
+        }
+        let mut sorted: Vec<(i64, &ProjectId)> = entries.into_iter().map(|(p, s)| (s, p)).collect();
+        sorted.sort();
+        Ok(DirtySummary {
+            count: sorted.len(),
+            oldest_modification: sorted.first().map(|(s, _)| *s),
+            project_ids: sorted
+                .iter()
+                .take(100)
+                .map(|(_, p)| p.to_string())
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,479 @@
+//! The production hot state on Redis: every edit is one Lua script call (one round trip), and fan-out uses one
+//! pub/sub channel per project, subscribed only while this process has a client in it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::{Client, Script};
+use tokio::sync::{mpsc, Mutex};
+
+use super::keys::{ProjectKeys, DIRTY_INDEX, LEASE_INDEX};
+use super::{
+    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, HotError,
+    HotState, Snapshot, StoredObject,
+};
+use crate::error::{ErrorCode, Rejection};
+use crate::ids::{ObjectId, ProjectId};
+use crate::object::Edit;
+use crate::protocol::json_string;
+
+const JSON_LUA: &str = include_str!("scripts/json.lua");
+
+fn with_json(body: &str) -> Script {
+    Script::new(&format!("{JSON_LUA}\n{body}"))
+}
+
+static EDIT: LazyLock<Script> = LazyLock::new(|| with_json(include_str!("scripts/edit.lua")));
+static SNAPSHOT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/snapshot.lua")));
+static LOAD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/load.lua")));
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/claim.lua")));
+static READ_CLAIM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/read_claim.lua")));
+static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/renew.lua")));
+static COMPLETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/complete.lua")));
+static ABANDON: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/abandon.lua")));
+static DIRTY_SUMMARY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/dirty_summary.lua")));
+
+/// How long one Redis command may take before the caller gets `unavailable`.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn unavailable(err: impl std::fmt::Display) -> HotError {
+    HotError::Unavailable(err.to_string())
+}
+
+/// Redis-backed [`HotState`].
+#[derive(Clone)]
+pub struct RedisHotState {
+    client: Client,
+    conn: ConnectionManager,
+}
+
+impl RedisHotState {
+    /// Prepares a connection; it is made lazily and re-made by itself after an outage.
+    pub fn connect(url: &str) -> Result<Self, HotError> {
+        let client =
+            Client::open(url).map_err(|e| unavailable(format!("bad REDIS_URL {url:?}: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        Ok(Self { client, conn })
+    }
+}
+
+fn rejection(
+    status: &str,
+    edit: &Edit,
+    limits_object_bytes: usize,
+    max_objects: usize,
+) -> HotError {
+    let id = edit.object_id();
+    let (code, message) = match status {
+        "conflict" => (ErrorCode::Conflict, format!("object {id} already exists")),
+        "not_found" => (ErrorCode::NotFound, format!("object {id} does not exist")),
+        "too_large" => (
+            ErrorCode::TooLarge,
+            format!("object {id} would exceed {limits_object_bytes} bytes as JSON"),
+        ),
+        "too_many" => (
+            ErrorCode::TooLarge,
+            format!("the project already holds {max_objects} objects, the most allowed"),
+        ),
+        "bad_type" => (ErrorCode::BadRequest, "`type` cannot change".to_string()),
+        other => (
+            ErrorCode::Internal,
+            format!("unexpected script status {other:?}"),
+        ),
+    };
+    HotError::Rejected(Rejection::new(code, message))
+}
+
+#[async_trait]
+impl HotState for RedisHotState {
+    async fn apply(
+        &self,
+        project: &ProjectId,
+        edit: &Edit,
+        ctx: EditContext<'_>,
+    ) -> Result<Applied, HotError> {
+        let keys = ProjectKeys::new(project);
+        let (op, body) = match edit {
+            Edit::Create(object) => (
+                "c",
+                serde_json::to_string(&object.body).map_err(unavailable)?,
+            ),
+            Edit::Update { patch, .. } => {
+                ("u", serde_json::to_string(&patch.0).map_err(unavailable)?)
+            }
+            Edit::Delete { .. } => ("d", String::new()),
+        };
+        let id = edit.object_id();
+        let (status, version, seq): (String, u64, u64) = EDIT
+            .key(&keys.objects)
+            .key(&keys.mtimes)
+            .key(&keys.meta)
+            .key(&keys.changed)
+            .key(DIRTY_INDEX)
+            .arg(op)
+            .arg(id.as_str())
+            .arg(json_string(id.as_str()))
+            .arg(body)
+            .arg(ctx.now_ms)
+            .arg(json_string(ctx.by))
+            .arg(ctx.origin)
+            .arg(ctx.limits.max_object_bytes)
+            .arg(ctx.limits.max_objects_per_project)
+            .arg(&keys.channel)
+            .arg(project.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        match status.as_str() {
+            "ok" => Ok(Applied {
+                id: id.clone(),
+                version: (!matches!(edit, Edit::Delete { .. })).then_some(version),
+                seq,
+            }),
+            "not_loaded" => Err(HotError::NotLoaded),
+            other => Err(rejection(
+                other,
+                edit,
+                ctx.limits.max_object_bytes,
+                ctx.limits.max_objects_per_project,
+            )),
+        }
+    }
+
+    async fn snapshot(&self, project: &ProjectId) -> Result<Snapshot, HotError> {
+        let keys = ProjectKeys::new(project);
+        let reply: Option<Vec<String>> = SNAPSHOT
+            .key(&keys.objects)
+            .key(&keys.meta)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut reply = reply.ok_or(HotError::NotLoaded)?.into_iter();
+        let seq = reply
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| unavailable("snapshot reply had no seq"))?;
+        Ok(Snapshot {
+            seq,
+            objects: reply.collect(),
+        })
+    }
+
+    async fn load(
+        &self,
+        project: &ProjectId,
+        objects: &[StoredObject],
+        seq_floor: u64,
+    ) -> Result<bool, HotError> {
+        let keys = ProjectKeys::new(project);
+        let mut invocation = LOAD.key(&keys.objects);
+        invocation
+            .key(&keys.mtimes)
+            .key(&keys.meta)
+            .arg(seq_floor)
+            .arg(crate::time::now_ms());
+        for object in objects {
+            invocation
+                .arg(object.id.as_str())
+                .arg(&object.json)
+                .arg(object.updated_at);
+        }
+        let loaded: i64 = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(loaded == 1)
+    }
+
+    async fn publish_ephemeral(
+        &self,
+        project: &ProjectId,
+        origin: &str,
+        frame: &str,
+    ) -> Result<(), HotError> {
+        let channel = ProjectKeys::new(project).channel;
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(format!("{origin}\n0\n{frame}"))
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    fn open_bus(&self, events: mpsc::Sender<BusEvent>) -> Arc<dyn Bus> {
+        let bus = Arc::new(RedisBus {
+            client: self.client.clone(),
+            state: Mutex::new(BusState::default()),
+        });
+        tokio::spawn(run_bus(Arc::clone(&bus), events));
+        bus
+    }
+
+    async fn ping(&self) -> Result<(), HotError> {
+        redis::cmd("PING")
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn claim_dirty(
+        &self,
+        owner: &str,
+        max: usize,
+        lease_ms: u64,
+        now_ms: i64,
+    ) -> Result<Vec<Claim>, HotError> {
+        let token_prefix = format!("{owner}:{}", uuid::Uuid::new_v4().simple());
+        let rows: Vec<(String, String, i64)> = CLAIM
+            .key(DIRTY_INDEX)
+            .key(LEASE_INDEX)
+            .arg(now_ms)
+            .arg(lease_ms)
+            .arg(token_prefix)
+            .arg(max)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(project, token, dirty_since)| {
+                ProjectId::parse(project).ok().map(|project| Claim {
+                    project,
+                    token,
+                    dirty_since,
+                })
+            })
+            .collect())
+    }
+
+    async fn read_claim(&self, claim: &Claim) -> Result<ChangeSet, HotError> {
+        let keys = ProjectKeys::new(&claim.project);
+        let (ids, jsons, mtimes): (Vec<String>, Vec<Option<String>>, Vec<Option<i64>>) = READ_CLAIM
+            .key(&keys.saving)
+            .key(&keys.objects)
+            .key(&keys.mtimes)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut changes = ChangeSet::default();
+        for ((id, json), mtime) in ids.into_iter().zip(jsons).zip(mtimes) {
+            let Ok(id) = ObjectId::parse(id) else {
+                continue;
+            };
+            match json {
+                Some(json) => changes.upserts.push(StoredObject {
+                    id,
+                    json,
+                    updated_at: mtime.unwrap_or(0),
+                }),
+                None => changes.deletes.push(id),
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn renew_claim(
+        &self,
+        claim: &Claim,
+        lease_ms: u64,
+        now_ms: i64,
+    ) -> Result<bool, HotError> {
+        let keys = ProjectKeys::new(&claim.project);
+        let renewed: i64 = RENEW
+            .key(&keys.lease)
+            .key(LEASE_INDEX)
+            .arg(&claim.token)
+            .arg(claim.project.as_str())
+            .arg(now_ms + lease_ms as i64)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(renewed == 1)
+    }
+
+    async fn complete_claim(&self, claim: &Claim) -> Result<bool, HotError> {
+        let keys = ProjectKeys::new(&claim.project);
+        let done: i64 = COMPLETE
+            .key(&keys.saving)
+            .key(&keys.lease)
+            .key(LEASE_INDEX)
+            .arg(&claim.token)
+            .arg(claim.project.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(done == 1)
+    }
+
+    async fn abandon_claim(&self, claim: &Claim) -> Result<(), HotError> {
+        let keys = ProjectKeys::new(&claim.project);
+        ABANDON
+            .key(&keys.changed)
+            .key(&keys.saving)
+            .key(&keys.lease)
+            .key(LEASE_INDEX)
+            .key(DIRTY_INDEX)
+            .arg(&claim.token)
+            .arg(claim.project.as_str())
+            .arg(claim.dirty_since)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn dirty_summary(&self) -> Result<DirtySummary, HotError> {
+        let (count, oldest, project_ids): (usize, i64, Vec<String>) = DIRTY_SUMMARY
+            .key(DIRTY_INDEX)
+            .key(LEASE_INDEX)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(DirtySummary {
+            count,
+            oldest_modification: (oldest >= 0).then_some(oldest),
+            project_ids,
+        })
+    }
+}
+
+/// One pub/sub connection per process, with the set of channels it should be subscribed to.
+struct RedisBus {
+    client: Client,
+    state: Mutex<BusState>,
+}
+
+#[derive(Default)]
+struct BusState {
+    channels: HashSet<String>,
+    /// Present while connected.
+    sink: Option<PubSubSink>,
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    async fn subscribe(&self, project: &ProjectId) -> Result<(), HotError> {
+        let channel = ProjectKeys::new(project).channel;
+        let mut state = self.state.lock().await;
+        state.channels.insert(channel.clone());
+        // While disconnected the reconnect loop subscribes every wanted channel.
+        let Some(sink) = state.sink.as_mut() else {
+            return Err(unavailable("pub/sub is reconnecting"));
+        };
+        match tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(&channel)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable("pub/sub subscribe timed out")),
+        }
+    }
+
+    async fn unsubscribe(&self, project: &ProjectId) -> Result<(), HotError> {
+        let channel = ProjectKeys::new(project).channel;
+        let mut state = self.state.lock().await;
+        state.channels.remove(&channel);
+        if let Some(sink) = state.sink.as_mut() {
+            let _ = tokio::time::timeout(RESPONSE_TIMEOUT, sink.unsubscribe(&channel)).await;
+        }
+        Ok(())
+    }
+}
+
+fn parse_message(msg: &redis::Msg) -> Option<BusMessage> {
+    let project = ProjectKeys::project_of_channel(msg.get_channel_name())?;
+    let payload = std::str::from_utf8(msg.get_payload_bytes()).ok()?;
+    let (origin, rest) = payload.split_once('\n')?;
+    let (seq, frame) = rest.split_once('\n')?;
+    Some(BusMessage {
+        project,
+        origin: origin.to_string(),
+        seq: seq.parse().ok()?,
+        frame: Arc::from(frame),
+    })
+}
+
+/// Keeps the pub/sub connection alive: connects, (re)subscribes every wanted channel, forwards messages, and
+/// reports losses so the owner can resend snapshots. Ends when the receiver of `events` is dropped.
+async fn run_bus(bus: Arc<RedisBus>, events: mpsc::Sender<BusEvent>) {
+    let mut delay = Duration::from_millis(50);
+    let mut connected_before = false;
+    loop {
+        if events.is_closed() {
+            return;
+        }
+        let pubsub =
+            match tokio::time::timeout(RESPONSE_TIMEOUT, bus.client.get_async_pubsub()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+        let (mut sink, mut stream) = pubsub.split();
+        let resubscribed = {
+            let mut state = bus.state.lock().await;
+            let channels: Vec<String> = state.channels.iter().cloned().collect();
+            let mut ok = true;
+            for channel in &channels {
+                if !matches!(
+                    tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(channel)).await,
+                    Ok(Ok(()))
+                ) {
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                state.sink = Some(sink);
+            }
+            ok
+        };
+        if !resubscribed {
+            tokio::time::sleep(delay).await;
+            continue;
+        }
+        delay = Duration::from_millis(50);
+        if connected_before {
+            tracing::info!("pub/sub reconnected; subscriptions restored");
+            if events.send(BusEvent::Resubscribed).await.is_err() {
+                return;
+            }
+        }
+        connected_before = true;
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => {
+                        if let Some(message) = parse_message(&msg) {
+                            if events.send(BusEvent::Message(message)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                _ = events.closed() => return,
+            }
+        }
+        bus.state.lock().await.sink = None;
+        tracing::warn!("pub/sub connection lost; reconnecting");
+        if events.send(BusEvent::Disconnected).await.is_err() {
+            return;
+        }
+    }
+}

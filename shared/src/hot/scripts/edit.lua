@@ -1,0 +1,56 @@
+-- Applies one edit to a project atomically, in one round trip.
+-- KEYS: 1 objects, 2 mtimes, 3 meta, 4 changed, 5 dirty index
+-- ARGV: 1 op (c|u|d), 2 object id, 3 object id as JSON, 4 body (create: object JSON without version;
+--       update: patch JSON), 5 now ms, 6 `by` as JSON, 7 origin connection id, 8 max object bytes,
+--       9 max objects, 10 channel, 11 project id
+-- Returns {status, version, seq}; status is ok | not_loaded | conflict | not_found | too_large | too_many | bad_type
+if redis.call('EXISTS', KEYS[3]) == 0 then return { 'not_loaded', 0, 0 } end
+local op, id = ARGV[1], ARGV[2]
+local current = redis.call('HGET', KEYS[1], id)
+local version, body, frame_head = 0, nil, nil
+
+if op == 'c' then
+  if current then return { 'conflict', 0, 0 } end
+  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[9]) then return { 'too_many', 0, 0 } end
+  version = 1
+  body = string.sub(ARGV[4], 1, -2) .. ',"version":1}'
+elseif op == 'u' then
+  if not current then return { 'not_found', 0, 0 } end
+  local obj = parse_object(current)
+  local patch = parse_object(ARGV[4])
+  local new_type = patch.vals['"type"']
+  if new_type ~= nil and new_type ~= obj.vals['"type"'] then return { 'bad_type', 0, 0 } end
+  version = (tonumber(obj.vals['"version"']) or 0) + 1
+  body = merge_raw(current, ARGV[4])
+  obj = parse_object(body)
+  if obj.vals['"version"'] == nil then obj.keys[#obj.keys + 1] = '"version"' end
+  obj.vals['"version"'] = string.format('%d', version)
+  body = serialize(obj)
+else
+  if not current then return { 'not_found', 0, 0 } end
+end
+
+if body and #body > tonumber(ARGV[8]) then return { 'too_large', 0, 0 } end
+
+local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
+if op == 'd' then
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+else
+  redis.call('HSET', KEYS[1], id, body)
+  redis.call('HSET', KEYS[2], id, ARGV[5])
+end
+redis.call('SADD', KEYS[4], id)
+redis.call('ZADD', KEYS[5], 'NX', ARGV[5], ARGV[11])
+
+local tail = ',"seq":' .. seq .. ',"by":' .. ARGV[6] .. '}'
+local frame
+if op == 'c' then
+  frame = '{"type":"created","object":' .. body .. tail
+elseif op == 'u' then
+  frame = '{"type":"updated","id":' .. ARGV[3] .. ',"patch":' .. ARGV[4] .. ',"version":' .. version .. tail
+else
+  frame = '{"type":"deleted","id":' .. ARGV[3] .. tail
+end
+redis.call('PUBLISH', ARGV[10], ARGV[7] .. '\n' .. seq .. '\n' .. frame)
+return { 'ok', version, seq }

@@ -1,0 +1,257 @@
+//! Canvas objects and the edits clients make to them: validation and RFC 7396 merge patch.
+//!
+//! Objects are free JSON apart from `id` and `type`; `version` is owned by the server. Everything a client sends
+//! passes through here before any store sees it, so stores may assume ids are valid, `version` was stripped and
+//! an update cannot change `id` or remove `type`.
+
+use serde_json::{Map, Value};
+
+use crate::error::{ErrorCode, Rejection};
+use crate::ids::ObjectId;
+use crate::limits::Limits;
+
+/// The server-owned property that counts an object's applied edits.
+pub const VERSION_FIELD: &str = "version";
+
+/// Top-level names the durable store uses for its own attributes (keys and edit time). An object may not use
+/// them, or it would not come back as it was written.
+pub const RESERVED_FIELDS: [&str; 3] = ["projectId", "objectId", "updatedAt"];
+
+fn check_reserved(body: &Map<String, Value>) -> Result<(), Rejection> {
+    match RESERVED_FIELDS
+        .iter()
+        .find(|name| body.contains_key(**name))
+    {
+        Some(name) => Err(bad(format!(
+            "`{name}` is reserved for storage; use another property name"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A validated object as a client created it (no `version`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewObject {
+    pub id: ObjectId,
+    /// All properties, including `id` and `type`, without `version`.
+    pub body: Map<String, Value>,
+}
+
+/// A validated merge patch: an object without `version`, without `id`, and with `type` (if present) a non-empty string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patch(pub Map<String, Value>);
+
+/// One validated edit of a project.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Edit {
+    Create(NewObject),
+    Update { id: ObjectId, patch: Patch },
+    Delete { id: ObjectId },
+}
+
+impl Edit {
+    pub fn object_id(&self) -> &ObjectId {
+        match self {
+            Edit::Create(o) => &o.id,
+            Edit::Update { id, .. } | Edit::Delete { id } => id,
+        }
+    }
+
+    /// Short name used in metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Edit::Create(_) => "create",
+            Edit::Update { .. } => "update",
+            Edit::Delete { .. } => "delete",
+        }
+    }
+}
+
+fn bad(message: impl Into<String>) -> Rejection {
+    Rejection::new(ErrorCode::BadRequest, message)
+}
+
+/// Reads an object id from a JSON value.
+pub fn parse_object_id(value: Option<&Value>, field: &str) -> Result<ObjectId, Rejection> {
+    match value {
+        Some(Value::String(s)) => ObjectId::parse(s.as_str())
+            .map_err(|e| bad(format!("`{field}` is not a valid object id: {e}"))),
+        Some(_) => Err(bad(format!("`{field}` must be a string"))),
+        None => Err(bad(format!("`{field}` is missing"))),
+    }
+}
+
+fn check_type(value: &Value) -> Result<(), Rejection> {
+    match value {
+        Value::String(s) if !s.is_empty() => Ok(()),
+        Value::String(_) => Err(bad("`type` must not be empty")),
+        _ => Err(bad("`type` must be a non-empty string")),
+    }
+}
+
+fn check_size(what: &str, body: &Map<String, Value>, limits: &Limits) -> Result<(), Rejection> {
+    let size = serde_json::to_string(body)
+        .map(|s| s.len())
+        .unwrap_or(usize::MAX);
+    if size > limits.max_object_bytes {
+        return Err(Rejection::new(
+            ErrorCode::TooLarge,
+            format!(
+                "{what} is {size} bytes as JSON; the limit is {} bytes",
+                limits.max_object_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl NewObject {
+    /// Validates the `object` of a `create` message.
+    pub fn from_json(value: Value, limits: &Limits) -> Result<Self, Rejection> {
+        let Value::Object(mut body) = value else {
+            return Err(bad("`object` must be a JSON object"));
+        };
+        let id = parse_object_id(body.get("id"), "object.id")?;
+        match body.get("type") {
+            Some(t) => check_type(t)?,
+            None => return Err(bad("`object.type` is missing")),
+        }
+        body.remove(VERSION_FIELD);
+        check_reserved(&body)?;
+        check_size("the object", &body, limits)?;
+        Ok(Self { id, body })
+    }
+}
+
+impl Patch {
+    /// Validates the `patch` of an `update` of object `id`.
+    pub fn from_json(id: &ObjectId, value: Value, limits: &Limits) -> Result<Self, Rejection> {
+        let Value::Object(mut patch) = value else {
+            return Err(bad("`patch` must be a JSON object"));
+        };
+        patch.remove(VERSION_FIELD);
+        match patch.get("id") {
+            None => {}
+            Some(Value::String(s)) if s == id.as_str() => {
+                patch.remove("id");
+            }
+            Some(_) => return Err(bad("`id` cannot change")),
+        }
+        if let Some(t) = patch.get("type") {
+            if t.is_null() {
+                return Err(bad("`type` cannot be removed"));
+            }
+            check_type(t)?;
+        }
+        check_reserved(&patch)?;
+        check_size("the patch", &patch, limits)?;
+        Ok(Self(patch))
+    }
+}
+
+/// Applies an RFC 7396 JSON merge patch to `target`.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn oid(s: &str) -> ObjectId {
+        ObjectId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396_examples() {
+        let cases = [
+            (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
+            (json!({"a":"b"}), json!({"a":null}), json!({})),
+            (
+                json!({"a":"b","b":"c"}),
+                json!({"a":null}),
+                json!({"b":"c"}),
+            ),
+            (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
+            (
+                json!({"a":{"b":"c"}}),
+                json!({"a":{"b":"d","c":null}}),
+                json!({"a":{"b":"d"}}),
+            ),
+            (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
+            (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
+            (
+                json!({}),
+                json!({"a":{"bb":{"ccc":null}}}),
+                json!({"a":{"bb":{}}}),
+            ),
+        ];
+        for (mut target, patch, expected) in cases {
+            merge_patch(&mut target, &patch);
+            assert_eq!(target, expected);
+        }
+    }
+
+    #[test]
+    fn create_strips_version_and_requires_id_and_type() {
+        let limits = Limits::default();
+        let o =
+            NewObject::from_json(json!({"id":"o1","type":"rect","version":9}), &limits).unwrap();
+        assert!(!o.body.contains_key("version"));
+        for bad_obj in [
+            json!([]),
+            json!({"type":"r"}),
+            json!({"id":"o 1","type":"r"}),
+            json!({"id":"o1"}),
+            json!({"id":"o1","type":""}),
+            json!({"id":"o1","type":3}),
+        ] {
+            let err = NewObject::from_json(bad_obj, &limits).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadRequest);
+        }
+    }
+
+    #[test]
+    fn oversized_objects_are_too_large() {
+        let limits = Limits {
+            max_object_bytes: 100,
+            ..Limits::default()
+        };
+        let err = NewObject::from_json(
+            json!({"id":"o1","type":"r","blob":"x".repeat(200)}),
+            &limits,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn patches_cannot_touch_identity() {
+        let limits = Limits::default();
+        let id = oid("o1");
+        assert!(Patch::from_json(&id, json!({"id":"o2"}), &limits).is_err());
+        assert!(Patch::from_json(&id, json!({"type":null}), &limits).is_err());
+        assert!(Patch::from_json(&id, json!({"type":""}), &limits).is_err());
+        assert!(Patch::from_json(&id, json!([1]), &limits).is_err());
+        let p = Patch::from_json(&id, json!({"id":"o1","version":4,"x":1}), &limits).unwrap();
+        assert_eq!(Value::Object(p.0), json!({"x":1}));
+    }
+}
