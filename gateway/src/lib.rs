@@ -1,1 +1,55 @@
-//! placeholder
+//! The canvas gateway: a stateless WebSocket server. Clients connect to any gateway; each edit is applied
+//! atomically to the shared hot state (see [`edit`]), published, fanned out by every gateway's [`hub`] to its
+//! local clients, and acked to the sender.
+//!
+//! Map of the crate:
+//! - [`http`]: routes (upgrade, health, objects API, demo page); [`auth`]: who may do what.
+//! - [`socket`]: one client connection; [`outbound`]: ordering of what it is sent.
+//! - [`edit`]: where an edit is applied; [`loader`]: cold load of projects from the durable store.
+//! - [`hub`]: local fan-out and pub/sub subscriptions; [`presence`]: cursor rate limits.
+
+pub mod auth;
+pub mod config;
+pub mod edit;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod loader;
+pub mod outbound;
+pub mod presence;
+pub mod shutdown;
+pub mod socket;
+pub mod state;
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+pub use state::AppState;
+
+/// Serves until `state.shutdown` is cancelled, then closes every socket with 1001 and waits for them (at most
+/// `grace`) before returning.
+pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    let grace = Duration::from_millis(state.tuning.shutdown_grace_ms);
+    let shutdown = state.shutdown.clone();
+    let hub = std::sync::Arc::clone(&state.hub);
+    let app = http::router(state);
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = tokio::spawn(async move { server.await });
+    shutdown.cancelled().await;
+    // Sockets see the same token and close themselves; wait for them, within the grace period.
+    let deadline = tokio::time::Instant::now() + grace;
+    while hub.connections() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    match tokio::time::timeout(remaining, server).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(std::io::Error::other(join)),
+        Err(_) => {
+            tracing::warn!("grace period over with connections still open; exiting");
+            Ok(())
+        }
+    }
+}

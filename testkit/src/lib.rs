@@ -45,3 +45,6 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+pub mod http;
+pub use http::http_get;

@@ -1,0 +1,44 @@
+//! Where an edit is applied: one atomic hot-state call (in Redis, one script), with a cold load first if the
+//! project is not in the hot state.
+
+use canvas_shared::hot::{Applied, EditContext, HotError};
+use canvas_shared::object::Edit;
+use canvas_shared::time::now_ms;
+use canvas_shared::{ProjectId, Rejection};
+
+use crate::loader;
+use crate::state::AppState;
+
+/// Applies `edit` by `user` from connection `origin`.
+pub async fn apply(
+    state: &AppState,
+    project: &ProjectId,
+    edit: &Edit,
+    user: &str,
+    origin: &str,
+) -> Result<Applied, Rejection> {
+    let attempt = || {
+        let ctx = EditContext {
+            by: user,
+            origin,
+            now_ms: now_ms(),
+            limits: &state.limits,
+        };
+        state.hot.apply(project, edit, ctx)
+    };
+    let applied = match attempt().await {
+        Err(HotError::NotLoaded) => {
+            loader::ensure_loaded(state, project).await?;
+            attempt().await
+        }
+        other => other,
+    };
+    match &applied {
+        Ok(a) => state.hub.observe_seq(project, a.seq),
+        Err(HotError::Unavailable(e)) => {
+            tracing::warn!(%project, error = %e, "edit failed: hot state unavailable")
+        }
+        Err(_) => {}
+    }
+    applied.map_err(|e| e.to_rejection())
+}

@@ -1,0 +1,33 @@
+//! The `gateway` binary: Redis as the hot state, DynamoDB for cold loads.
+
+use std::sync::Arc;
+
+use canvas_gateway::auth::Auth;
+use canvas_gateway::config::Config;
+use canvas_gateway::{serve, shutdown, AppState};
+use canvas_shared::durable::dynamo::DynamoStore;
+use canvas_shared::hot::redis::RedisHotState;
+use canvas_shared::telemetry;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let _telemetry = telemetry::init("canvas-gateway", &config.telemetry);
+    let auth = Auth::from_args(&config.auth)?;
+    let hot = RedisHotState::connect(&config.redis.redis_url)?;
+    let durable = DynamoStore::connect(&config.dynamo).await;
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    let state = AppState::new(
+        Arc::new(hot),
+        Arc::new(durable),
+        (&config.limits).into(),
+        auth,
+        config.tuning.clone(),
+        shutdown::on_signal(),
+    );
+    serve(listener, state).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! The shared state every handler gets: stores, hub, limits, auth. Cheap to clone (an `Arc` inside).
+
+use std::sync::Arc;
+
+use canvas_shared::durable::DurableStore;
+use canvas_shared::hot::HotState;
+use canvas_shared::Limits;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Auth;
+use crate::config::TuningArgs;
+use crate::hub::Hub;
+use crate::loader::Loader;
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+pub struct Inner {
+    pub hot: Arc<dyn HotState>,
+    pub durable: Arc<dyn DurableStore>,
+    pub hub: Arc<Hub>,
+    pub loader: Loader,
+    pub limits: Limits,
+    pub auth: Auth,
+    pub tuning: TuningArgs,
+    /// Cancelled on SIGTERM: connections close with 1001.
+    pub shutdown: CancellationToken,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        hot: Arc<dyn HotState>,
+        durable: Arc<dyn DurableStore>,
+        limits: Limits,
+        auth: Auth,
+        tuning: TuningArgs,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let hub = Hub::start(hot.as_ref());
+        Self(Arc::new(Inner {
+            hot,
+            durable,
+            hub,
+            loader: Loader::default(),
+            limits,
+            auth,
+            tuning,
+            shutdown,
+        }))
+    }
+}
