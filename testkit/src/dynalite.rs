@@ -18,13 +18,13 @@ fn dynalite_bin() -> PathBuf {
     if let Ok(bin) = std::env::var("DYNALITE_BIN") {
         return bin.into();
     }
-    let bin = workspace_root().join("tools/dynalite/node_modules/dynalite/cli.js");
+    let root = workspace_root().join("tools/dynalite");
     assert!(
-        bin.exists(),
-        "dynalite is not installed at {}: run `npm ci --prefix tools/dynalite` (scripts/test does it)",
-        bin.display()
+        root.join("node_modules/dynalite").exists(),
+        "dynalite is not installed under {}: run `npm ci --prefix tools/dynalite` (scripts/test does it)",
+        root.display()
     );
-    bin
+    root.join("run.js")
 }
 
 impl Dynalite {
@@ -53,14 +53,7 @@ impl Dynalite {
         let mut cmd = Command::new(std::env::var("NODE_BIN").unwrap_or_else(|_| "node".into()));
         cmd.arg(dynalite_bin())
             .args(["--port", &self.port.to_string(), "--host", "127.0.0.1"])
-            .args([
-                "--createTableMs",
-                "0",
-                "--deleteTableMs",
-                "0",
-                "--updateTableMs",
-                "0",
-            ]);
+            .env("CANVAS_PARENT_PID", std::process::id().to_string());
         if let Some(dir) = &self.dir {
             cmd.arg("--path").arg(dir.path());
         }

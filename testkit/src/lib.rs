@@ -48,3 +48,10 @@ impl Drop for TempDir {
 
 pub mod http;
 pub use http::http_get;
+
+/// One dynalite for a whole test binary, with a `canvas_objects`-style table per caller; it exits by itself when
+/// the test process ends (tools/dynalite/run.js watches its parent).
+pub fn shared_dynalite() -> &'static Dynalite {
+    static SHARED: std::sync::OnceLock<Dynalite> = std::sync::OnceLock::new();
+    SHARED.get_or_init(Dynalite::start)
+}

@@ -46,8 +46,10 @@ impl RedisServer {
             self.dir.path().display().to_string(),
         ];
         args.extend(self.extra.iter().cloned());
-        let child = Command::new(&bin)
-            .args(&args)
+        let mut command = Command::new(&bin);
+        command.args(&args);
+        kill_with_parent(&mut command);
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -96,3 +98,19 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// Linux: the server gets SIGKILL if the thread that started it dies, so a crashed test leaves nothing behind.
+#[cfg(target_os = "linux")]
+pub(crate) fn kill_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn kill_with_parent(_command: &mut Command) {}
