@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use canvas_shared::hot::{HotError, Snapshot};
 use canvas_shared::{ErrorCode, ProjectId, Rejection};
@@ -33,8 +34,23 @@ impl Loader {
     }
 }
 
-/// The project's snapshot, loading it first if needed.
+/// The project's snapshot, loading it first if needed. Reads are idempotent, so a failed one is retried a few
+/// times: the first command after a Redis restart typically fails while the connection is re-made.
 pub async fn snapshot(state: &AppState, project: &ProjectId) -> Result<Snapshot, Rejection> {
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..4 {
+        match snapshot_once(state, project).await {
+            Err(r) if r.code == ErrorCode::Unavailable => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    snapshot_once(state, project).await
+}
+
+async fn snapshot_once(state: &AppState, project: &ProjectId) -> Result<Snapshot, Rejection> {
     match state.hot.snapshot(project).await {
         Err(HotError::NotLoaded) => {
             ensure_loaded(state, project).await?;

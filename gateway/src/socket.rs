@@ -309,7 +309,16 @@ async fn write_loop(
             },
         };
         for frame in frames {
-            if send(&mut sink, frame).await.is_err() {
+            // A client that stops reading blocks the send; the hub then marks it slow, and we must notice.
+            let sent = tokio::select! {
+                sent = send(&mut sink, frame) => sent.is_ok(),
+                _ = kill.cancelled() => false,
+                _ = state.shutdown.cancelled() => false,
+            };
+            if !sent {
+                if !kill.is_cancelled() {
+                    close(&mut sink, close_code::GOING_AWAY, "server shutting down").await;
+                }
                 return;
             }
         }

@@ -9,7 +9,10 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn clients_on_different_gateways_see_each_others_edits() {
     let redis = RedisServer::start();
-    let (g1, g2) = (spawn_gateway(&redis.url()).await, spawn_gateway(&redis.url()).await);
+    let (g1, g2) = (
+        spawn_gateway(&redis.url()).await,
+        spawn_gateway(&redis.url()).await,
+    );
     let p = project("fanout");
     let (mut alice, snap) = WsClient::join(&g1.ws(&p)).await.unwrap();
     assert_eq!(snap["projectId"], p.as_str());
@@ -26,25 +29,49 @@ async fn clients_on_different_gateways_see_each_others_edits() {
     assert_eq!(ack["version"], 1);
     assert_eq!(ack["seq"], 1);
     let created = bob.recv_type("created").await.unwrap();
-    assert_eq!(created["object"], json!({"id":"o1","type":"rect","x":10,"y":20,"fill":"#f00","version":1}));
+    assert_eq!(
+        created["object"],
+        json!({"id":"o1","type":"rect","x":10,"y":20,"fill":"#f00","version":1})
+    );
     assert_eq!(created["seq"], 1);
     assert_eq!(created["by"], "anonymous");
 
-    let ack = bob.request(json!({"type":"update","id":"o1","patch":{"x":15,"fill":null}})).await.unwrap();
-    assert_eq!((ack["version"].clone(), ack["seq"].clone()), (json!(2), json!(2)));
+    let ack = bob
+        .request(json!({"type":"update","id":"o1","patch":{"x":15,"fill":null}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ack["version"].clone(), ack["seq"].clone()),
+        (json!(2), json!(2))
+    );
     let updated = alice.recv_type("updated").await.unwrap();
     assert_eq!(updated["id"], "o1");
     assert_eq!(updated["patch"], json!({"x":15,"fill":null}));
-    assert_eq!((updated["version"].clone(), updated["seq"].clone()), (json!(2), json!(2)));
+    assert_eq!(
+        (updated["version"].clone(), updated["seq"].clone()),
+        (json!(2), json!(2))
+    );
 
-    let ack = alice.request(json!({"type":"delete","id":"o1"})).await.unwrap();
+    let ack = alice
+        .request(json!({"type":"delete","id":"o1"}))
+        .await
+        .unwrap();
     assert_eq!(ack["seq"], 3);
-    assert!(ack.get("version").is_none(), "a delete's ack has no version: {ack}");
+    assert!(
+        ack.get("version").is_none(),
+        "a delete's ack has no version: {ack}"
+    );
     let deleted = bob.recv_type("deleted").await.unwrap();
-    assert_eq!(deleted, json!({"type":"deleted","id":"o1","seq":3,"by":"anonymous"}));
+    assert_eq!(
+        deleted,
+        json!({"type":"deleted","id":"o1","seq":3,"by":"anonymous"})
+    );
 
     // The sender never gets its own broadcast.
-    alice.assert_silent(std::time::Duration::from_millis(200)).await.unwrap();
+    alice
+        .assert_silent(std::time::Duration::from_millis(200))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -55,7 +82,9 @@ async fn merge_patch_keeps_json_exact() {
     let (mut c, _) = WsClient::join(&g.ws(&p)).await.unwrap();
     let object = json!({"id":"o1","type":"path","points":[],"style":{"stroke":"#000","dash":[1,2]},
         "big":12345678901234567i64,"frac":0.30000000000000004,"text":"é😀\"\\\n","empty":{}});
-    c.request(json!({"type":"create","object":object})).await.unwrap();
+    c.request(json!({"type":"create","object":object}))
+        .await
+        .unwrap();
     c.request(json!({"type":"update","id":"o1","patch":{"style":{"dash":null,"width":2},"points":[[1,2]],"type":"path"}}))
         .await
         .unwrap();
@@ -72,7 +101,10 @@ async fn merge_patch_keeps_json_exact() {
 #[tokio::test]
 async fn seq_is_gap_free_for_every_client() {
     let redis = RedisServer::start();
-    let (g1, g2) = (spawn_gateway(&redis.url()).await, spawn_gateway(&redis.url()).await);
+    let (g1, g2) = (
+        spawn_gateway(&redis.url()).await,
+        spawn_gateway(&redis.url()).await,
+    );
     let p = project("seq");
     let mut clients = Vec::new();
     for i in 0..4 {
@@ -85,7 +117,9 @@ async fn seq_is_gap_free_for_every_client() {
         tasks.push(tokio::spawn(async move {
             for n in 0..EDITS {
                 let id = format!("c{i}-{n}");
-                c.send(&json!({"type":"create","reqId":id,"object":{"id":id,"type":"dot"}})).await.unwrap();
+                c.send(&json!({"type":"create","reqId":id,"object":{"id":id,"type":"dot"}}))
+                    .await
+                    .unwrap();
             }
             let mut seqs = Vec::new();
             while seqs.len() < 4 * EDITS {
@@ -107,28 +141,49 @@ async fn seq_is_gap_free_for_every_client() {
 #[tokio::test]
 async fn projects_are_isolated() {
     let redis = RedisServer::start();
-    let (g1, g2) = (spawn_gateway(&redis.url()).await, spawn_gateway(&redis.url()).await);
+    let (g1, g2) = (
+        spawn_gateway(&redis.url()).await,
+        spawn_gateway(&redis.url()).await,
+    );
     let (pa, pb) = (project("iso-a"), project("iso-b"));
     let (mut a, _) = WsClient::join(&g1.ws(&pa)).await.unwrap();
     let (mut b1, _) = WsClient::join(&g1.ws(&pb)).await.unwrap();
     let (mut b2, _) = WsClient::join(&g2.ws(&pb)).await.unwrap();
     for n in 0..5 {
-        a.request(json!({"type":"create","object":{"id":format!("a{n}"),"type":"rect"}})).await.unwrap();
+        a.request(json!({"type":"create","object":{"id":format!("a{n}"),"type":"rect"}}))
+            .await
+            .unwrap();
     }
-    b1.assert_silent(std::time::Duration::from_millis(300)).await.unwrap();
-    b2.assert_silent(std::time::Duration::from_millis(50)).await.unwrap();
-    let ack = b1.request(json!({"type":"create","object":{"id":"a0","type":"rect"}})).await.unwrap();
-    assert_eq!(ack["type"], "ack", "same object id in another project is independent");
+    b1.assert_silent(std::time::Duration::from_millis(300))
+        .await
+        .unwrap();
+    b2.assert_silent(std::time::Duration::from_millis(50))
+        .await
+        .unwrap();
+    let ack = b1
+        .request(json!({"type":"create","object":{"id":"a0","type":"rect"}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        ack["type"], "ack",
+        "same object id in another project is independent"
+    );
     assert_eq!(ack["seq"], 1);
 }
 
 #[tokio::test]
 async fn concurrent_updates_to_one_object_all_count() {
     let redis = RedisServer::start();
-    let (g1, g2) = (spawn_gateway(&redis.url()).await, spawn_gateway(&redis.url()).await);
+    let (g1, g2) = (
+        spawn_gateway(&redis.url()).await,
+        spawn_gateway(&redis.url()).await,
+    );
     let p = project("contend");
     let (mut owner, _) = WsClient::join(&g1.ws(&p)).await.unwrap();
-    owner.request(json!({"type":"create","object":{"id":"shared","type":"rect","n":0}})).await.unwrap();
+    owner
+        .request(json!({"type":"create","object":{"id":"shared","type":"rect","n":0}}))
+        .await
+        .unwrap();
     const CLIENTS: usize = 20;
     const UPDATES: usize = 10;
     let mut tasks = Vec::new();
@@ -138,7 +193,12 @@ async fn concurrent_updates_to_one_object_all_count() {
             let (mut c, _) = WsClient::join(&url).await.unwrap();
             let mut versions = Vec::new();
             for n in 0..UPDATES {
-                let ack = c.request(json!({"type":"update","id":"shared","patch":{"last":format!("{i}-{n}")}})).await.unwrap();
+                let ack = c
+                    .request(
+                        json!({"type":"update","id":"shared","patch":{"last":format!("{i}-{n}")}}),
+                    )
+                    .await
+                    .unwrap();
                 assert_eq!(ack["type"], "ack", "{ack}");
                 versions.push(ack["version"].as_u64().unwrap());
             }
@@ -155,7 +215,11 @@ async fn concurrent_updates_to_one_object_all_count() {
     owner.send(&json!({"type":"resync"})).await.unwrap();
     let snap = owner.recv_type("snapshot").await.unwrap();
     let object = &snap["objects"][0];
-    assert_eq!(object["version"], json!(1 + CLIENTS * UPDATES), "version = 1 (create) + number of updates");
+    assert_eq!(
+        object["version"],
+        json!(1 + CLIENTS * UPDATES),
+        "version = 1 (create) + number of updates"
+    );
     assert_eq!(snap["seq"], json!(1 + CLIENTS * UPDATES));
 }
 
@@ -164,18 +228,43 @@ async fn health_readiness_and_objects_api() {
     let redis = RedisServer::start();
     let g = spawn_gateway(&redis.url()).await;
     let p = project("api");
-    assert_eq!(canvas_testkit::http_get(&g.http("/healthz"), &[]).await.unwrap().0, 200);
-    assert_eq!(canvas_testkit::http_get(&g.http("/readyz"), &[]).await.unwrap().0, 200);
+    assert_eq!(
+        canvas_testkit::http_get(&g.http("/healthz"), &[])
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    assert_eq!(
+        canvas_testkit::http_get(&g.http("/readyz"), &[])
+            .await
+            .unwrap()
+            .0,
+        200
+    );
     let (mut c, _) = WsClient::join(&g.ws(&p)).await.unwrap();
-    c.request(json!({"type":"create","object":{"id":"o1","type":"rect","x":1}})).await.unwrap();
-    let (status, body) = canvas_testkit::http_get(&g.http(&format!("/api/projects/{p}/objects")), &[]).await.unwrap();
+    c.request(json!({"type":"create","object":{"id":"o1","type":"rect","x":1}}))
+        .await
+        .unwrap();
+    let (status, body) =
+        canvas_testkit::http_get(&g.http(&format!("/api/projects/{p}/objects")), &[])
+            .await
+            .unwrap();
     assert_eq!(status, 200);
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["projectId"], p.as_str());
-    assert_eq!(body["objects"], json!([{"id":"o1","type":"rect","x":1,"version":1}]));
-    let (status, _) = canvas_testkit::http_get(&g.http("/api/projects/bad%20id/objects"), &[]).await.unwrap();
+    assert_eq!(
+        body["objects"],
+        json!([{"id":"o1","type":"rect","x":1,"version":1}])
+    );
+    let (status, _) = canvas_testkit::http_get(&g.http("/api/projects/bad%20id/objects"), &[])
+        .await
+        .unwrap();
     assert_eq!(status, 400);
     let (status, page) = canvas_testkit::http_get(&g.http("/"), &[]).await.unwrap();
     assert_eq!(status, 200);
-    assert!(page.contains("<canvas") || page.contains("<html"), "demo page served");
+    assert!(
+        page.contains("<canvas") || page.contains("<html"),
+        "demo page served"
+    );
 }

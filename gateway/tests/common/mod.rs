@@ -55,7 +55,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { limits: Limits::default(), tuning: TuningArgs::default(), auth: Auth::Disabled }
+        Self {
+            limits: Limits::default(),
+            tuning: TuningArgs::default(),
+            auth: Auth::Disabled,
+        }
     }
 }
 
@@ -75,10 +79,16 @@ pub async fn spawn_gateway_with(redis_url: &str, options: Options) -> TestGatewa
         options.tuning,
         shutdown.clone(),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(serve(listener, state));
-    TestGateway { addr, shutdown, task }
+    TestGateway {
+        addr,
+        shutdown,
+        task,
+    }
 }
 
 /// A project id no other test uses.
