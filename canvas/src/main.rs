@@ -1,0 +1,68 @@
+//! The one-process dev mode: gateway and saver logic in one process, on an in-memory hot state (same semantics
+//! as Redis) and an embedded on-disk durable store (redb, under `./data`). No servers needed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use canvas_gateway::auth::{Auth, AuthArgs};
+use canvas_gateway::config::TuningArgs;
+use canvas_gateway::{serve, shutdown, AppState};
+use canvas_shared::config::{LimitsArgs, TelemetryArgs};
+use canvas_shared::durable::embedded::EmbeddedStore;
+use canvas_shared::hot::memory::MemoryHotState;
+use canvas_shared::telemetry;
+use clap::Parser;
+
+/// Collaborative canvas, all in one process.
+#[derive(Parser, Debug)]
+#[command(name = "canvas", version)]
+struct Config {
+    /// Address to serve the demo page and the WebSocket API on.
+    #[arg(long = "addr", env = "CANVAS_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Folder for the embedded database.
+    #[arg(long = "data-dir", env = "CANVAS_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Save interval (ms).
+    #[arg(long = "save-interval-ms", env = "SAVE_INTERVAL_MS", default_value_t = 5000)]
+    save_interval_ms: u64,
+    /// Require JWTs even in dev mode (set CANVAS_JWT_SECRET too).
+    #[arg(long = "auth", env = "CANVAS_DEV_AUTH", default_value_t = false)]
+    auth: bool,
+    #[command(flatten)]
+    limits: LimitsArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    #[command(flatten)]
+    jwt: AuthArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let _telemetry = telemetry::init("canvas-dev", &config.telemetry);
+    let auth = if config.auth {
+        Auth::from_args(&config.jwt)?
+    } else {
+        tracing::warn!("dev mode: AUTH IS OFF, every client edits every project (pass --auth to require JWTs)");
+        Auth::Disabled
+    };
+    let db_path = config.data_dir.join("canvas.redb");
+    let durable = Arc::new(EmbeddedStore::open(&db_path)?);
+    let hot = Arc::new(MemoryHotState::new());
+    let shutdown = shutdown::on_signal();
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(
+        hot.clone(),
+        durable.clone(),
+        (&config.limits).into(),
+        auth,
+        TuningArgs::default(),
+        shutdown.clone(),
+    );
+    println!("canvas is running: open http://{addr}/ (data in {})", db_path.display());
+    serve(listener, state).await?;
+    Ok(())
+}
