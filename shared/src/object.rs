@@ -17,6 +17,32 @@ pub const VERSION_FIELD: &str = "version";
 /// them, or it would not come back as it was written.
 pub const RESERVED_FIELDS: [&str; 3] = ["projectId", "objectId", "updatedAt"];
 
+/// Deepest nesting accepted (objects and arrays, the object itself counting as one): DynamoDB stores at most 32.
+pub const MAX_DEPTH: usize = 32;
+
+/// DynamoDB numbers: magnitude below 1E+126 (at most 38 nines E+125), at least 1E-130.
+const MAX_NUMBER: f64 = 1e126;
+const MIN_NUMBER: f64 = 1e-130;
+
+/// Checks what the durable store could not hold, so that a bad value is refused at the door instead of failing
+/// every later save of its project.
+fn check_storable(value: &Value, depth: usize) -> Result<(), Rejection> {
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f == 0.0 || (f.abs() < MAX_NUMBER && f.abs() >= MIN_NUMBER) => Ok(()),
+            _ => Err(bad(format!(
+                "number {n} is outside the storable range (1e-130 to 9.99e125 in magnitude)"
+            ))),
+        },
+        Value::Array(_) | Value::Object(_) if depth > MAX_DEPTH => Err(bad(format!(
+            "objects may nest at most {MAX_DEPTH} levels deep"
+        ))),
+        Value::Array(items) => items.iter().try_for_each(|v| check_storable(v, depth + 1)),
+        Value::Object(map) => map.values().try_for_each(|v| check_storable(v, depth + 1)),
+        _ => Ok(()),
+    }
+}
+
 fn check_reserved(body: &Map<String, Value>) -> Result<(), Rejection> {
     match RESERVED_FIELDS
         .iter()
@@ -118,6 +144,7 @@ impl NewObject {
         }
         body.remove(VERSION_FIELD);
         check_reserved(&body)?;
+        body.values().try_for_each(|v| check_storable(v, 2))?;
         check_size("the object", &body, limits)?;
         Ok(Self { id, body })
     }
@@ -144,6 +171,7 @@ impl Patch {
             check_type(t)?;
         }
         check_reserved(&patch)?;
+        patch.values().try_for_each(|v| check_storable(v, 2))?;
         check_size("the patch", &patch, limits)?;
         Ok(Self(patch))
     }
@@ -227,6 +255,27 @@ mod tests {
             let err = NewObject::from_json(bad_obj, &limits).unwrap_err();
             assert_eq!(err.code, ErrorCode::BadRequest);
         }
+    }
+
+    #[test]
+    fn values_dynamodb_cannot_store_are_refused() {
+        let limits = Limits::default();
+        for bad_value in [json!(1e126), json!(-1e126), json!(5e-324), json!(f64::MAX)] {
+            let err = NewObject::from_json(json!({"id":"o1","type":"r","v":bad_value}), &limits)
+                .unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadRequest, "{bad_value}");
+        }
+        let ok = json!({"id":"o1","type":"r","v":[0, 1e125, -2.5e-130]});
+        assert!(NewObject::from_json(ok, &limits).is_ok());
+        let mut deep = json!(1);
+        for _ in 0..31 {
+            deep = json!([deep]);
+        }
+        let at_limit = json!({"id":"o1","type":"r","v":deep.clone()});
+        assert!(NewObject::from_json(at_limit, &limits).is_ok());
+        let too_deep = json!({"id":"o1","type":"r","v":[deep]});
+        assert!(NewObject::from_json(too_deep, &limits).is_err());
+        assert!(Patch::from_json(&oid("o1"), json!({"v":[[[[1e200]]]]}), &limits).is_err());
     }
 
     #[test]

@@ -55,3 +55,6 @@ pub fn shared_dynalite() -> &'static Dynalite {
     static SHARED: std::sync::OnceLock<Dynalite> = std::sync::OnceLock::new();
     SHARED.get_or_init(Dynalite::start)
 }
+
+pub mod otlp;
+pub use otlp::OtlpReceiver;

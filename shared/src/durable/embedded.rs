@@ -1,13 +1,14 @@
 //! The embedded durable store of the one-process dev mode: a redb file (pure Rust, ACID), by default under
 //! `./data`. It honours the same contract as DynamoDB, so the saver cannot tell them apart.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use redb::{Database, TableDefinition};
 
-use super::{DurableError, DurableStore, ItemWrite, WriteOp};
+use super::{DurableError, DurableStore, ItemWrite, WriteOp, MAX_BATCH_ITEMS};
 use crate::hot::StoredObject;
 use crate::ids::{ObjectId, ProjectId};
 
@@ -58,6 +59,24 @@ impl EmbeddedStore {
 #[async_trait]
 impl DurableStore for EmbeddedStore {
     async fn write_batch(&self, writes: &[ItemWrite]) -> Result<Vec<ItemWrite>, DurableError> {
+        // Refuse what BatchWriteItem refuses, so dev mode catches a saver that would fail in production.
+        if writes.len() > MAX_BATCH_ITEMS {
+            return Err(DurableError::Rejected(format!(
+                "a batch holds at most {MAX_BATCH_ITEMS} writes; this one has {}",
+                writes.len()
+            )));
+        }
+        let mut keys = HashSet::with_capacity(writes.len());
+        if let Some(dup) = writes
+            .iter()
+            .find(|w| !keys.insert((w.project.as_str(), w.object_id().as_str())))
+        {
+            return Err(DurableError::Rejected(format!(
+                "the batch writes {}/{} twice; keys must be distinct",
+                dup.project,
+                dup.object_id()
+            )));
+        }
         let writes = writes.to_vec();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(failed)?;

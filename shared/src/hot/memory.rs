@@ -285,13 +285,15 @@ impl HotState for MemoryHotState {
     ) -> Result<Vec<Claim>, HotError> {
         let mut state = lock(&self.inner.state);
         let prefix = format!("{owner}:{}", uuid::Uuid::new_v4().simple());
-        let mut expired: Vec<ProjectId> = state
+        // Longest-expired first, as Redis's ZRANGEBYSCORE over the lease index.
+        let mut expired: Vec<(i64, ProjectId)> = state
             .leases
             .iter()
             .filter(|(_, until)| **until <= now_ms)
-            .map(|(p, _)| p.clone())
+            .map(|(p, until)| (*until, p.clone()))
             .collect();
         expired.sort();
+        let mut expired: Vec<ProjectId> = expired.into_iter().map(|(_, p)| p).collect();
         expired.truncate(max);
         let mut waiting: Vec<(i64, ProjectId)> = state
             .dirty

@@ -188,9 +188,17 @@ impl HotState for RedisHotState {
             .arg(seq_floor)
             .arg(crate::time::now_ms());
         for object in objects {
+            // The edit script's merge reads compact JSON only: re-encode whatever layout the store gave us.
+            let Ok(body) =
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&object.json)
+            else {
+                tracing::warn!(%project, object = %object.id, "skipping a stored object that is not a JSON object");
+                continue;
+            };
+            let compact = serde_json::to_string(&body).map_err(unavailable)?;
             invocation
                 .arg(object.id.as_str())
-                .arg(&object.json)
+                .arg(compact)
                 .arg(object.updated_at);
         }
         let loaded: i64 = invocation

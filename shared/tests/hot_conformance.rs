@@ -1,0 +1,1302 @@
+//! One conformance suite for [`HotState`], run against both implementations so they cannot drift:
+//! `RedisHotState` on a real redis-server (one server per test: the dirty and lease indexes are global keys)
+//! and `MemoryHotState` (the one-process dev mode). Each check is an async function over `&dyn HotState`;
+//! `conformance!` turns it into one `#[tokio::test]` per implementation (`redis::<check>`, `memory::<check>`).
+//!
+//! Times are explicit (`now_ms` of edits, claims and renewals), so lease expiry is tested without sleeping.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canvas_shared::hot::memory::MemoryHotState;
+use canvas_shared::hot::redis::RedisHotState;
+use canvas_shared::hot::{
+    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, HotError,
+    HotState, StoredObject,
+};
+use canvas_shared::ids::ProjectId;
+use canvas_shared::object::{merge_patch, Edit, NewObject, Patch};
+use canvas_shared::{ErrorCode, Limits};
+use common::{oid, parse, pid, stored, tricky_object, tricky_props};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+/// `conformance!(check, ...)`; attributes before a check (e.g. `#[ignore = "..."]` for a known bug) apply to its
+/// Redis test only.
+macro_rules! conformance {
+    ($($(#[$redis_attr:meta])* $check:ident),+ $(,)?) => {
+        mod redis {
+            $(
+                $(#[$redis_attr])*
+                #[tokio::test]
+                async fn $check() {
+                    let server = canvas_testkit::RedisServer::start();
+                    let hot = super::RedisHotState::connect(&server.url()).expect("redis client");
+                    super::$check(&hot).await;
+                }
+            )+
+        }
+
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    super::$check(&super::MemoryHotState::new()).await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    apply_create_update_delete,
+    apply_rejections_change_nothing,
+    too_large_object_size,
+    too_large_max_objects,
+    not_loaded_before_load,
+    load_installs_once,
+    load_seq_floor,
+    snapshot_contents,
+    json_exact_create,
+    json_exact_merge_patches,
+    json_exact_load,
+    load_accepts_any_json_layout,
+    bus_frames,
+    bus_delivers_to_that_project_only,
+    bus_ephemeral_has_seq_zero,
+    bus_unsubscribe_stops_delivery,
+    dirty_summary_after_edits,
+    dirty_summary_lists_the_oldest_100,
+    claim_finds_dirty_projects_behind_many_leased_ones,
+    claim_oldest_first_and_exclusive,
+    read_claim_upserts_and_deletes,
+    edit_during_claim_is_not_lost,
+    complete_claim_clears,
+    abandon_claim_restores,
+    expired_lease_taken_over,
+    expired_leases_taken_over_in_expiry_order,
+    renew_extends_lease,
+    ping,
+);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Helpers
+
+const LIMITS: Limits = Limits {
+    max_frame_bytes: 256 * 1024,
+    max_object_bytes: 64 * 1024,
+    max_objects_per_project: 10_000,
+};
+const BY: &str = "alice";
+const ORIGIN: &str = "conn-1";
+const LEASE: u64 = 1_000;
+
+fn ctx_with(now_ms: i64, limits: &Limits) -> EditContext<'_> {
+    EditContext {
+        by: BY,
+        origin: ORIGIN,
+        now_ms,
+        limits,
+    }
+}
+
+fn create(body: Value) -> Edit {
+    Edit::Create(NewObject::from_json(body, &LIMITS).expect("valid object"))
+}
+
+fn update(id: &str, patch: Value) -> Edit {
+    let id = oid(id);
+    let patch = Patch::from_json(&id, patch, &LIMITS).expect("valid patch");
+    Edit::Update { id, patch }
+}
+
+fn delete(id: &str) -> Edit {
+    Edit::Delete { id: oid(id) }
+}
+
+fn rect(id: &str) -> Value {
+    json!({"id": id, "type": "rect", "x": 1, "y": 2})
+}
+
+async fn apply_at(
+    hot: &dyn HotState,
+    project: &ProjectId,
+    edit: Edit,
+    now_ms: i64,
+) -> Result<Applied, HotError> {
+    hot.apply(project, &edit, ctx_with(now_ms, &LIMITS)).await
+}
+
+/// Applies an edit that must succeed.
+async fn ok(hot: &dyn HotState, project: &ProjectId, edit: Edit, now_ms: i64) -> Applied {
+    let what = format!("{edit:?}");
+    apply_at(hot, project, edit, now_ms)
+        .await
+        .unwrap_or_else(|e| panic!("{what} failed: {e:?}"))
+}
+
+fn rejection(result: Result<Applied, HotError>) -> ErrorCode {
+    match result {
+        Err(HotError::Rejected(r)) => {
+            assert!(!r.message.is_empty(), "a rejection explains itself");
+            r.code
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+/// Loads an empty project (a new project: nothing in the durable store).
+async fn open(hot: &dyn HotState, project: &ProjectId) {
+    assert!(hot.load(project, &[], 0).await.expect("load"));
+}
+
+/// The snapshot's objects by id, parsed.
+async fn objects(hot: &dyn HotState, project: &ProjectId) -> BTreeMap<String, Value> {
+    let snapshot = hot.snapshot(project).await.expect("snapshot");
+    by_id(&snapshot.objects)
+}
+
+fn by_id(texts: &[String]) -> BTreeMap<String, Value> {
+    let mut map = BTreeMap::new();
+    for text in texts {
+        let value = parse(text);
+        let id = value["id"].as_str().expect("object has an id").to_string();
+        assert!(map.insert(id, value).is_none(), "duplicate object");
+    }
+    map
+}
+
+async fn seq(hot: &dyn HotState, project: &ProjectId) -> u64 {
+    hot.snapshot(project).await.expect("snapshot").seq
+}
+
+fn with_version(mut body: Value, version: u64) -> Value {
+    body["version"] = json!(version);
+    body
+}
+
+/// A claim's change set as (id → (json, updated_at)) and sorted deleted ids.
+fn changes(set: ChangeSet) -> (BTreeMap<String, (Value, i64)>, Vec<String>) {
+    let mut upserts = BTreeMap::new();
+    for o in set.upserts {
+        let value = parse(&o.json);
+        assert_eq!(
+            value["id"],
+            json!(o.id.as_str()),
+            "upsert id matches its JSON"
+        );
+        assert!(upserts
+            .insert(o.id.to_string(), (value, o.updated_at))
+            .is_none());
+    }
+    let mut deletes: Vec<String> = set.deletes.iter().map(|d| d.to_string()).collect();
+    deletes.sort();
+    (upserts, deletes)
+}
+
+fn ids(set: &ChangeSet) -> Vec<String> {
+    let mut all: Vec<String> = set
+        .upserts
+        .iter()
+        .map(|o| o.id.to_string())
+        .chain(set.deletes.iter().map(|d| d.to_string()))
+        .collect();
+    all.sort();
+    all
+}
+
+async fn summary(hot: &dyn HotState) -> DirtySummary {
+    hot.dirty_summary().await.expect("dirty summary")
+}
+
+async fn claim(hot: &dyn HotState, owner: &str, max: usize, now_ms: i64) -> Vec<Claim> {
+    hot.claim_dirty(owner, max, LEASE, now_ms)
+        .await
+        .expect("claim_dirty")
+}
+
+fn projects_of(claims: &[Claim]) -> Vec<String> {
+    claims.iter().map(|c| c.project.to_string()).collect()
+}
+
+async fn open_bus(hot: &dyn HotState) -> (Arc<dyn Bus>, mpsc::Receiver<BusEvent>) {
+    let (tx, rx) = mpsc::channel(256);
+    (hot.open_bus(tx), rx)
+}
+
+/// Subscribes, retrying while the bus connection is still being made (Redis connects in the background).
+async fn subscribe(bus: &dyn Bus, project: &ProjectId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match bus.subscribe(project).await {
+            Ok(()) => return,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("subscribe to {project} failed: {e:?}"),
+        }
+    }
+}
+
+async fn next_message(rx: &mut mpsc::Receiver<BusEvent>) -> BusMessage {
+    match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+        Ok(Some(BusEvent::Message(m))) => m,
+        Ok(Some(other)) => panic!("expected a bus message, got {other:?}"),
+        Ok(None) => panic!("bus closed"),
+        Err(_) => panic!("no bus message within 5 s"),
+    }
+}
+
+/// Publishes an ephemeral marker and asserts it is the next message: nothing else was delivered before it.
+async fn expect_only_marker(
+    hot: &dyn HotState,
+    rx: &mut mpsc::Receiver<BusEvent>,
+    project: &ProjectId,
+    marker: &str,
+) {
+    let frame = json!({"type": "presence", "marker": marker}).to_string();
+    hot.publish_ephemeral(project, "marker-conn", &frame)
+        .await
+        .expect("publish marker");
+    let m = next_message(rx).await;
+    assert_eq!(
+        (m.project.as_str(), &*m.frame),
+        (project.as_str(), frame.as_str()),
+        "a message arrived that should not have been delivered"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Applying edits
+
+async fn apply_create_update_delete(hot: &dyn HotState) {
+    let p = pid("p-apply");
+    open(hot, &p).await;
+
+    let a = ok(hot, &p, create(rect("o1")), 1_000).await;
+    assert_eq!(
+        a,
+        Applied {
+            id: oid("o1"),
+            version: Some(1),
+            seq: 1
+        }
+    );
+    let a = ok(hot, &p, update("o1", json!({"x": 10})), 1_001).await;
+    assert_eq!((a.version, a.seq), (Some(2), 2));
+    let a = ok(hot, &p, update("o1", json!({"y": null})), 1_002).await;
+    assert_eq!((a.version, a.seq), (Some(3), 3));
+    let a = ok(hot, &p, create(rect("o2")), 1_003).await;
+    assert_eq!((a.id.as_str(), a.version, a.seq), ("o2", Some(1), 4));
+    assert_eq!(
+        objects(hot, &p).await,
+        BTreeMap::from([
+            (
+                "o1".into(),
+                json!({"id": "o1", "type": "rect", "x": 10, "version": 3})
+            ),
+            ("o2".into(), with_version(rect("o2"), 1)),
+        ])
+    );
+
+    let a = ok(hot, &p, delete("o1"), 1_004).await;
+    assert_eq!(
+        a,
+        Applied {
+            id: oid("o1"),
+            version: None,
+            seq: 5
+        }
+    );
+    assert_eq!(objects(hot, &p).await.keys().collect::<Vec<_>>(), ["o2"]);
+
+    // A deleted id can be created again, starting over at version 1.
+    let a = ok(hot, &p, create(rect("o1")), 1_005).await;
+    assert_eq!((a.version, a.seq), (Some(1), 6));
+    assert_eq!(seq(hot, &p).await, 6);
+}
+
+async fn apply_rejections_change_nothing(hot: &dyn HotState) {
+    let p = pid("p-reject");
+    open(hot, &p).await;
+    ok(hot, &p, create(rect("o1")), 1_000).await;
+    let before = hot.snapshot(&p).await.unwrap();
+    let before_objects = by_id(&before.objects);
+
+    assert_eq!(
+        rejection(apply_at(hot, &p, create(rect("o1")), 1_001).await),
+        ErrorCode::Conflict
+    );
+    assert_eq!(
+        rejection(apply_at(hot, &p, update("nope", json!({"x": 1})), 1_001).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        rejection(apply_at(hot, &p, delete("nope"), 1_001).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        rejection(
+            apply_at(
+                hot,
+                &p,
+                update("o1", json!({"type": "circle", "x": 5})),
+                1_001
+            )
+            .await
+        ),
+        ErrorCode::BadRequest
+    );
+
+    let after = hot.snapshot(&p).await.unwrap();
+    assert_eq!(after.seq, before.seq, "a refused edit does not take a seq");
+    assert_eq!(by_id(&after.objects), before_objects, "nor change anything");
+
+    // Repeating the same `type` is no change, so it is allowed.
+    let a = ok(
+        hot,
+        &p,
+        update("o1", json!({"type": "rect", "x": 5})),
+        1_002,
+    )
+    .await;
+    assert_eq!((a.version, a.seq), (Some(2), 2));
+}
+
+async fn too_large_object_size(hot: &dyn HotState) {
+    let p = pid("p-size");
+    open(hot, &p).await;
+    let limit = 300;
+    let limits = Limits {
+        max_object_bytes: limit,
+        ..LIMITS
+    };
+    // The limit counts the stored JSON, `version` included: find the padding that makes it exactly `limit`.
+    let body = |id: &str, pad: usize| json!({"id": id, "type": "t", "pad": "é".repeat(pad / 2) + &"x".repeat(pad % 2)});
+    let stored_len = |v: &Value| with_version(v.clone(), 1).to_string().len();
+    let pad = (0..limit)
+        .find(|pad| stored_len(&body("o1", *pad)) == limit)
+        .expect("a padding that hits the limit exactly");
+
+    let at_limit = body("o1", pad);
+    let a = hot
+        .apply(&p, &create(at_limit.clone()), ctx_with(1_000, &limits))
+        .await
+        .expect("an object of exactly the limit is accepted");
+    assert_eq!(a.seq, 1);
+    let over = body("o2", pad + 1);
+    assert_eq!(stored_len(&over), limit + 1);
+    assert_eq!(
+        rejection(hot.apply(&p, &create(over), ctx_with(1_001, &limits)).await),
+        ErrorCode::TooLarge
+    );
+
+    // An update is measured after the merge: growing o1 past the limit is refused and leaves it as it was.
+    assert_eq!(
+        rejection(
+            hot.apply(&p, &update("o1", json!({"z": 1})), ctx_with(1_002, &limits))
+                .await
+        ),
+        ErrorCode::TooLarge
+    );
+    let snapshot = hot.snapshot(&p).await.unwrap();
+    assert_eq!(snapshot.seq, 1);
+    assert_eq!(by_id(&snapshot.objects)["o1"], with_version(at_limit, 1));
+
+    // Shrinking is fine.
+    let a = hot
+        .apply(
+            &p,
+            &update("o1", json!({"pad": null})),
+            ctx_with(1_003, &limits),
+        )
+        .await
+        .expect("shrinking update");
+    assert_eq!((a.version, a.seq), (Some(2), 2));
+}
+
+async fn too_large_max_objects(hot: &dyn HotState) {
+    let p = pid("p-count");
+    open(hot, &p).await;
+    let limits = Limits {
+        max_objects_per_project: 3,
+        ..LIMITS
+    };
+    for i in 0..3 {
+        hot.apply(
+            &p,
+            &create(rect(&format!("o{i}"))),
+            ctx_with(1_000, &limits),
+        )
+        .await
+        .expect("within the limit");
+    }
+    assert_eq!(
+        rejection(
+            hot.apply(&p, &create(rect("o3")), ctx_with(1_001, &limits))
+                .await
+        ),
+        ErrorCode::TooLarge
+    );
+    // Updates still work at the limit, and a delete makes room.
+    hot.apply(&p, &update("o0", json!({"x": 9})), ctx_with(1_002, &limits))
+        .await
+        .expect("update at the limit");
+    hot.apply(&p, &delete("o1"), ctx_with(1_003, &limits))
+        .await
+        .expect("delete");
+    let a = hot
+        .apply(&p, &create(rect("o3")), ctx_with(1_004, &limits))
+        .await
+        .expect("room after a delete");
+    assert_eq!(a.seq, 6);
+    assert_eq!(objects(hot, &p).await.len(), 3);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Loading and snapshots
+
+async fn not_loaded_before_load(hot: &dyn HotState) {
+    let p = pid("p-cold");
+    assert!(matches!(hot.snapshot(&p).await, Err(HotError::NotLoaded)));
+    for edit in [
+        create(rect("o1")),
+        update("o1", json!({"x": 1})),
+        delete("o1"),
+    ] {
+        let result = apply_at(hot, &p, edit, 1_000).await;
+        assert!(
+            matches!(result, Err(HotError::NotLoaded)),
+            "edit before load: {result:?}"
+        );
+    }
+    // Refused edits leave no trace: nothing to save, and the project is still not loaded.
+    assert_eq!(summary(hot).await.count, 0);
+    assert!(claim(hot, "s1", 10, 2_000).await.is_empty());
+    assert!(matches!(hot.snapshot(&p).await, Err(HotError::NotLoaded)));
+    // Another project's load does not load this one.
+    open(hot, &pid("p-cold-other")).await;
+    assert!(matches!(hot.snapshot(&p).await, Err(HotError::NotLoaded)));
+}
+
+async fn load_installs_once(hot: &dyn HotState) {
+    let p = pid("p-load");
+    let durable = [
+        stored("o1", &with_version(rect("o1"), 7), 500),
+        stored("o2", &with_version(rect("o2"), 2), 600),
+    ];
+    assert!(
+        hot.load(&p, &durable, 0).await.unwrap(),
+        "first load installs"
+    );
+    assert_eq!(
+        objects(hot, &p).await,
+        BTreeMap::from([
+            ("o1".into(), with_version(rect("o1"), 7)),
+            ("o2".into(), with_version(rect("o2"), 2)),
+        ])
+    );
+    assert_eq!(
+        summary(hot).await.count,
+        0,
+        "a load is not an unsaved change"
+    );
+
+    // The version continues from the stored one.
+    let a = ok(hot, &p, update("o1", json!({"x": 100})), 1_000).await;
+    assert_eq!((a.version, a.seq), (Some(8), 1));
+    ok(hot, &p, delete("o2"), 1_001).await;
+    ok(hot, &p, create(rect("o3")), 1_002).await;
+    let edited = objects(hot, &p).await;
+
+    // A second load (a racing gateway with an older read) changes nothing.
+    let stale = [
+        stored("o1", &with_version(rect("o1"), 7), 500),
+        stored("o2", &with_version(rect("o2"), 2), 600),
+        stored("o4", &with_version(rect("o4"), 1), 700),
+    ];
+    assert!(
+        !hot.load(&p, &stale, 99).await.unwrap(),
+        "second load is refused"
+    );
+    assert_eq!(objects(hot, &p).await, edited);
+    assert_eq!(seq(hot, &p).await, 3, "nor does it move seq");
+    assert_eq!(edited["o1"]["version"], json!(8));
+    assert!(!edited.contains_key("o2"));
+
+    // An empty project loads too, and then takes edits.
+    let empty = pid("p-load-empty");
+    assert!(hot.load(&empty, &[], 0).await.unwrap());
+    let s = hot.snapshot(&empty).await.unwrap();
+    assert_eq!((s.seq, s.objects.len()), (0, 0));
+    assert!(!hot.load(&empty, &durable, 0).await.unwrap());
+    assert!(objects(hot, &empty).await.is_empty());
+}
+
+async fn load_seq_floor(hot: &dyn HotState) {
+    let p = pid("p-floor");
+    assert!(hot
+        .load(&p, &[stored("o1", &with_version(rect("o1"), 3), 1)], 41)
+        .await
+        .unwrap());
+    assert_eq!(seq(hot, &p).await, 41);
+    let a = ok(hot, &p, update("o1", json!({"x": 2})), 1_000).await;
+    assert_eq!((a.version, a.seq), (Some(4), 42));
+    let a = ok(hot, &p, create(rect("o2")), 1_001).await;
+    assert_eq!(a.seq, 43);
+    assert_eq!(seq(hot, &p).await, 43);
+}
+
+async fn snapshot_contents(hot: &dyn HotState) {
+    let p = pid("p-snap");
+    assert!(hot
+        .load(
+            &p,
+            &[stored(
+                "old",
+                &json!({"id": "old", "type": "note", "text": "from disk", "version": 5}),
+                1
+            )],
+            10
+        )
+        .await
+        .unwrap());
+    ok(
+        hot,
+        &p,
+        create(json!({"id": "a", "type": "rect", "w": 100, "h": 50, "fill": "#f00"})),
+        1_000,
+    )
+    .await;
+    ok(
+        hot,
+        &p,
+        create(json!({"id": "b", "type": "line", "points": [[0, 0], [1, 1]]})),
+        1_001,
+    )
+    .await;
+    ok(hot, &p, create(json!({"id": "c", "type": "text"})), 1_002).await;
+    ok(hot, &p, update("a", json!({"fill": null, "w": 120})), 1_003).await;
+    ok(hot, &p, delete("c"), 1_004).await;
+    // A client-sent `version` is ignored on create.
+    ok(
+        hot,
+        &p,
+        create(json!({"id": "d", "type": "rect", "version": 99})),
+        1_005,
+    )
+    .await;
+
+    let snapshot = hot.snapshot(&p).await.unwrap();
+    assert_eq!(snapshot.seq, 16);
+    assert_eq!(
+        by_id(&snapshot.objects),
+        BTreeMap::from([
+            (
+                "old".into(),
+                json!({"id": "old", "type": "note", "text": "from disk", "version": 5})
+            ),
+            (
+                "a".into(),
+                json!({"id": "a", "type": "rect", "w": 120, "h": 50, "version": 2})
+            ),
+            (
+                "b".into(),
+                json!({"id": "b", "type": "line", "points": [[0, 0], [1, 1]], "version": 1})
+            ),
+            ("d".into(), json!({"id": "d", "type": "rect", "version": 1})),
+        ])
+    );
+    // Other projects are not in it.
+    open(hot, &pid("p-snap-other")).await;
+    ok(hot, &pid("p-snap-other"), create(rect("zz")), 1_006).await;
+    assert_eq!(hot.snapshot(&p).await.unwrap().objects.len(), 4);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// JSON exactness: objects are free JSON and must come back exactly, whatever the implementation.
+
+async fn json_exact_create(hot: &dyn HotState) {
+    let p = pid("p-json");
+    open(hot, &p).await;
+    let body = tricky_object("t1");
+    ok(hot, &p, create(body.clone()), 1_000).await;
+    let got = &objects(hot, &p).await["t1"];
+    assert_eq!(got, &with_version(body, 1));
+    // The values that lossy JSON libraries change, checked one by one for a readable failure.
+    assert_eq!(got["float"].as_f64(), Some(0.30000000000000004));
+    assert_eq!(got["big"].as_u64(), Some(12345678901234567));
+    assert_eq!(got["maxU64"].as_u64(), Some(u64::MAX));
+    assert_eq!(got["emptyArr"], json!([]));
+    assert_eq!(got["emptyObj"], json!({}));
+}
+
+async fn json_exact_merge_patches(hot: &dyn HotState) {
+    let p = pid("p-merge");
+    open(hot, &p).await;
+    let mut expected = json!({
+        "id": "m1", "type": "shape", "n": 5, "s": "x", "arr": [1, 2, 3],
+        "obj": {"a": 1, "b": {"c": 2, "d": 3}}
+    });
+    ok(hot, &p, create(expected.clone()), 1_000).await;
+
+    // (patch, the object's properties after it, written out by hand)
+    let steps = [
+        (
+            json!({
+                "obj": {"b": {"c": null, "e": []}, "f": {}},
+                "n": {"x": 1, "y": null},
+                "arr": {"k": []},
+                "s": null,
+                "missing": null,
+                "new": {"deep": {"gone": null, "kept": 0.30000000000000004}}
+            }),
+            json!({
+                "id": "m1", "type": "shape",
+                "obj": {"a": 1, "b": {"d": 3, "e": []}, "f": {}},
+                "n": {"x": 1},
+                "arr": {"k": []},
+                "new": {"deep": {"kept": 0.30000000000000004}}
+            }),
+        ),
+        (
+            json!({
+                "obj": [],
+                "n": 12345678901234567u64,
+                "arr": "now a string",
+                "new": {"deep": {"kept": null}},
+                "u": "é \" \\ 😀 \n",
+                "we\"ird\\key": {"x": {}}
+            }),
+            json!({
+                "id": "m1", "type": "shape",
+                "obj": [],
+                "n": 12345678901234567u64,
+                "arr": "now a string",
+                "new": {"deep": {}},
+                "u": "é \" \\ 😀 \n",
+                "we\"ird\\key": {"x": {}}
+            }),
+        ),
+        (
+            // An object patch over an array or scalar replaces it with the patch minus its nulls.
+            json!({"obj": {"z": null, "y": {"q": null}}, "u": {"a": [null]}, "we\"ird\\key": {"x": {"y": 1}}}),
+            json!({
+                "id": "m1", "type": "shape",
+                "obj": {"y": {}},
+                "n": 12345678901234567u64,
+                "arr": "now a string",
+                "new": {"deep": {}},
+                "u": {"a": [null]},
+                "we\"ird\\key": {"x": {"y": 1}}
+            }),
+        ),
+        (json!({}), Value::Null),
+        (
+            json!({"type": "shape", "tricky": tricky_props(), "new": null, "arr": null}),
+            Value::Null,
+        ),
+    ];
+    for (i, (patch, after)) in steps.into_iter().enumerate() {
+        let version = i as u64 + 2;
+        // The hand-written expectation agrees with the reference merge (steps with Null expect exactly that).
+        merge_patch(&mut expected, &patch);
+        if !after.is_null() {
+            assert_eq!(expected, after, "step {i}: hand-written expectation");
+        }
+        let a = ok(hot, &p, update("m1", patch.clone()), 1_001 + i as i64).await;
+        assert_eq!(a.version, Some(version));
+        let got = &objects(hot, &p).await["m1"];
+        assert_eq!(
+            got,
+            &with_version(expected.clone(), version),
+            "step {i}: patch {patch}"
+        );
+    }
+}
+
+async fn json_exact_load(hot: &dyn HotState) {
+    let p = pid("p-json-load");
+    let body = with_version(tricky_object("t1"), 4);
+    assert!(hot.load(&p, &[stored("t1", &body, 1)], 0).await.unwrap());
+    assert_eq!(objects(hot, &p).await["t1"], body);
+
+    // Patching what was loaded keeps everything the patch does not touch, exactly.
+    ok(
+        hot,
+        &p,
+        update(
+            "t1",
+            json!({"deep": {"l1": {"l2": null}}, "emptyObj": {"k": []}}),
+        ),
+        1_000,
+    )
+    .await;
+    let mut expected = body.clone();
+    expected["deep"] = json!({"l1": {}});
+    expected["emptyObj"] = json!({"k": []});
+    expected["version"] = json!(5);
+    assert_eq!(objects(hot, &p).await["t1"], expected);
+
+    // And the saver reads back the same.
+    let claims = claim(hot, "s1", 10, 2_000).await;
+    let (upserts, _) = changes(hot.read_claim(&claims[0]).await.unwrap());
+    assert_eq!(upserts["t1"], (expected, 1_000));
+}
+
+async fn load_accepts_any_json_layout(hot: &dyn HotState) {
+    // The trait takes JSON text from the durable store; nothing promises it is compact or canonical (a store
+    // written by another tool, a pretty-printed import, escaped key spellings).
+    let p = pid("p-layout");
+    let pretty = "{\n  \"id\": \"o1\",\n  \"type\": \"rect\",\n  \"x\": 1,\n  \"n\": { \"a\" : [ 1, 2 ] },\n  \"version\": 3\n}";
+    let escaped = r#"{"id":"o2","type":"rect","\u0078":1,"version":1}"#;
+    let loaded = [
+        StoredObject {
+            id: oid("o1"),
+            json: pretty.into(),
+            updated_at: 1,
+        },
+        StoredObject {
+            id: oid("o2"),
+            json: escaped.into(),
+            updated_at: 1,
+        },
+    ];
+    assert!(hot.load(&p, &loaded, 0).await.unwrap());
+    assert_eq!(
+        objects(hot, &p).await["o1"],
+        json!({"id": "o1", "type": "rect", "x": 1, "n": {"a": [1, 2]}, "version": 3})
+    );
+    ok(
+        hot,
+        &p,
+        update("o1", json!({"type": "rect", "x": 2, "n": {"b": true}})),
+        1_000,
+    )
+    .await;
+    ok(hot, &p, update("o2", json!({"x": 2})), 1_001).await;
+    let got = objects(hot, &p).await;
+    assert_eq!(
+        got["o1"],
+        json!({"id": "o1", "type": "rect", "x": 2, "n": {"a": [1, 2], "b": true}, "version": 4})
+    );
+    assert_eq!(
+        got["o2"],
+        json!({"id": "o2", "type": "rect", "x": 2, "version": 2})
+    );
+    // No duplicate keys either (a parser would silently keep one of them).
+    let snapshot = hot.snapshot(&p).await.unwrap();
+    for text in &snapshot.objects {
+        assert_eq!(
+            text.matches("\"x\"").count() + text.matches("\\u0078").count(),
+            1,
+            "{text}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The bus
+
+async fn bus_frames(hot: &dyn HotState) {
+    let p = pid("p-bus");
+    open(hot, &p).await;
+    let (bus, mut rx) = open_bus(hot).await;
+    subscribe(bus.as_ref(), &p).await;
+    let by = "bob \"the\" builder ✓";
+    let ctx = |now_ms| EditContext {
+        by,
+        origin: "conn-42",
+        now_ms,
+        limits: &LIMITS,
+    };
+
+    let body =
+        json!({"id": "o1", "type": "rect", "x": 0.30000000000000004, "tags": [], "meta": {}});
+    hot.apply(&p, &create(body.clone()), ctx(1_000))
+        .await
+        .unwrap();
+    let patch =
+        json!({"x": 12345678901234567u64, "tags": null, "meta": {"a": {"b": null}}, "s": "é\"\\"});
+    hot.apply(&p, &update("o1", patch.clone()), ctx(1_001))
+        .await
+        .unwrap();
+    hot.apply(&p, &delete("o1"), ctx(1_002)).await.unwrap();
+    // A refused edit publishes nothing.
+    assert!(hot.apply(&p, &delete("o1"), ctx(1_003)).await.is_err());
+
+    let expected = [
+        json!({"type": "created", "object": with_version(body, 1), "seq": 1, "by": by}),
+        json!({"type": "updated", "id": "o1", "patch": patch, "version": 2, "seq": 2, "by": by}),
+        json!({"type": "deleted", "id": "o1", "seq": 3, "by": by}),
+    ];
+    for (i, frame) in expected.into_iter().enumerate() {
+        let m = next_message(&mut rx).await;
+        assert_eq!(m.project, p);
+        assert_eq!(m.origin, "conn-42");
+        assert_eq!(m.seq, i as u64 + 1);
+        assert_eq!(parse(&m.frame), frame, "frame {i}");
+    }
+    expect_only_marker(hot, &mut rx, &p, "after-refused-edit").await;
+}
+
+async fn bus_delivers_to_that_project_only(hot: &dyn HotState) {
+    let (a, b) = (pid("p-bus-a"), pid("p-bus-b"));
+    open(hot, &a).await;
+    open(hot, &b).await;
+    // Two processes' buses: one in project a, one in project b; and a third in both.
+    let (bus_a, mut rx_a) = open_bus(hot).await;
+    let (bus_b, mut rx_b) = open_bus(hot).await;
+    let (bus_ab, mut rx_ab) = open_bus(hot).await;
+    subscribe(bus_a.as_ref(), &a).await;
+    subscribe(bus_b.as_ref(), &b).await;
+    subscribe(bus_ab.as_ref(), &a).await;
+    subscribe(bus_ab.as_ref(), &b).await;
+
+    ok(hot, &b, create(rect("in-b")), 1_000).await;
+    ok(hot, &a, create(rect("in-a")), 1_001).await;
+
+    let m = next_message(&mut rx_a).await;
+    assert_eq!(
+        (m.project.as_str(), m.seq),
+        ("p-bus-a", 1),
+        "bus a gets a's edit, and b's did not come first"
+    );
+    assert_eq!(parse(&m.frame)["object"]["id"], "in-a");
+    let m = next_message(&mut rx_b).await;
+    assert_eq!((m.project.as_str(), m.seq), ("p-bus-b", 1));
+    assert_eq!(parse(&m.frame)["object"]["id"], "in-b");
+    let m1 = next_message(&mut rx_ab).await;
+    let m2 = next_message(&mut rx_ab).await;
+    assert_eq!(
+        (m1.project.as_str(), m2.project.as_str()),
+        ("p-bus-b", "p-bus-a")
+    );
+    expect_only_marker(hot, &mut rx_a, &a, "a-only").await;
+    expect_only_marker(hot, &mut rx_b, &b, "b-only").await;
+
+    // An unloaded project's channel can be subscribed to, and a load publishes nothing.
+    let c = pid("p-bus-c");
+    subscribe(bus_a.as_ref(), &c).await;
+    assert!(hot
+        .load(&c, &[stored("x", &rect("x"), 1)], 0)
+        .await
+        .unwrap());
+    expect_only_marker(hot, &mut rx_a, &a, "after-load").await;
+}
+
+async fn bus_ephemeral_has_seq_zero(hot: &dyn HotState) {
+    let p = pid("p-eph");
+    let (bus, mut rx) = open_bus(hot).await;
+    subscribe(bus.as_ref(), &p).await;
+    // Presence needs no loaded project and takes no seq.
+    let frame = r#"{"type":"presence","clientId":"c1","by":"ann","x":1.5,"y":-2,"name":"é\"✓"}"#;
+    hot.publish_ephemeral(&p, "conn-7", frame).await.unwrap();
+    let m = next_message(&mut rx).await;
+    assert_eq!(
+        (m.project.as_str(), m.origin.as_str(), m.seq, &*m.frame),
+        ("p-eph", "conn-7", 0, frame)
+    );
+    open(hot, &p).await;
+    assert_eq!(ok(hot, &p, create(rect("o1")), 1_000).await.seq, 1);
+    assert_eq!(next_message(&mut rx).await.seq, 1);
+}
+
+async fn bus_unsubscribe_stops_delivery(hot: &dyn HotState) {
+    let (p, marker) = (pid("p-unsub"), pid("p-unsub-marker"));
+    open(hot, &p).await;
+    let (bus, mut rx) = open_bus(hot).await;
+    subscribe(bus.as_ref(), &p).await;
+    subscribe(bus.as_ref(), &marker).await;
+    ok(hot, &p, create(rect("o1")), 1_000).await;
+    assert_eq!(next_message(&mut rx).await.project, p);
+
+    bus.unsubscribe(&p).await.expect("unsubscribe");
+    ok(hot, &p, update("o1", json!({"x": 2})), 1_001).await;
+    hot.publish_ephemeral(&p, "conn-9", "{}").await.unwrap();
+    expect_only_marker(hot, &mut rx, &marker, "after-unsubscribe").await;
+
+    // Subscribing again resumes delivery with the next edit.
+    subscribe(bus.as_ref(), &p).await;
+    ok(hot, &p, update("o1", json!({"x": 3})), 1_002).await;
+    let m = next_message(&mut rx).await;
+    assert_eq!((m.project.as_str(), m.seq), ("p-unsub", 3));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The dirty index and the saver's claims
+
+async fn dirty_summary_after_edits(hot: &dyn HotState) {
+    assert_eq!(summary(hot).await, DirtySummary::default());
+    let (a, b, c) = (pid("p-d-a"), pid("p-d-b"), pid("p-d-c"));
+    for p in [&a, &b, &c] {
+        open(hot, p).await;
+    }
+    assert_eq!(summary(hot).await.count, 0, "loading is not an edit");
+
+    ok(hot, &a, create(rect("o1")), 5_000).await;
+    ok(hot, &b, create(rect("o1")), 3_000).await;
+    ok(hot, &a, update("o1", json!({"x": 1})), 2_000).await;
+    ok(hot, &c, create(rect("o1")), 4_000).await;
+    ok(hot, &b, delete("o1"), 9_000).await;
+    // Refused edits do not mark anything.
+    assert!(apply_at(hot, &pid("p-d-unloaded"), create(rect("o1")), 1)
+        .await
+        .is_err());
+    assert!(apply_at(hot, &c, delete("nope"), 1).await.is_err());
+
+    assert_eq!(
+        summary(hot).await,
+        DirtySummary {
+            count: 3,
+            // The first edit's time is kept by later edits (even one stamped earlier).
+            oldest_modification: Some(3_000),
+            project_ids: vec!["p-d-b".into(), "p-d-c".into(), "p-d-a".into()],
+        }
+    );
+
+    // Projects being saved still count, at their claimed time.
+    let claims = claim(hot, "s1", 1, 10_000).await;
+    assert_eq!(projects_of(&claims), ["p-d-b"]);
+    assert_eq!(claims[0].dirty_since, 3_000);
+    assert_eq!(
+        summary(hot).await,
+        DirtySummary {
+            count: 3,
+            oldest_modification: Some(3_000),
+            project_ids: vec!["p-d-b".into(), "p-d-c".into(), "p-d-a".into()],
+        }
+    );
+    assert!(hot.complete_claim(&claims[0]).await.unwrap());
+    assert_eq!(
+        summary(hot).await,
+        DirtySummary {
+            count: 2,
+            oldest_modification: Some(4_000),
+            project_ids: vec!["p-d-c".into(), "p-d-a".into()],
+        }
+    );
+}
+
+async fn dirty_summary_lists_the_oldest_100(hot: &dyn HotState) {
+    // 150 dirty projects, edited newest-name-first; 10 of them being saved.
+    for i in 0..150 {
+        let p = pid(&format!("p-many-{i:03}"));
+        open(hot, &p).await;
+        ok(hot, &p, create(rect("o1")), 100_000 - i).await;
+    }
+    let claims = claim(hot, "s1", 10, 200_000).await;
+    assert_eq!(claims.len(), 10);
+    assert_eq!(claims[0].project.as_str(), "p-many-149");
+    let s = summary(hot).await;
+    assert_eq!(s.count, 150);
+    assert_eq!(s.oldest_modification, Some(100_000 - 149));
+    let expected: Vec<String> = (50..150).rev().map(|i| format!("p-many-{i:03}")).collect();
+    assert_eq!(s.project_ids, expected, "the 100 oldest, oldest first");
+}
+
+async fn claim_finds_dirty_projects_behind_many_leased_ones(hot: &dyn HotState) {
+    // 120 projects claimed and then edited again: the oldest entries of the dirty index are all under live
+    // leases, and a claim must look past them (Redis scans the index in windows of 100).
+    for i in 0..120 {
+        let p = pid(&format!("p-busy-{i:03}"));
+        open(hot, &p).await;
+        ok(hot, &p, create(rect("o1")), 1_000 + i).await;
+    }
+    assert_eq!(claim(hot, "s1", 500, 10_000).await.len(), 120);
+    for i in 0..120 {
+        let p = pid(&format!("p-busy-{i:03}"));
+        ok(hot, &p, update("o1", json!({"x": i})), 10_100 + i).await;
+    }
+    let fresh = pid("p-fresh");
+    open(hot, &fresh).await;
+    ok(hot, &fresh, create(rect("o1")), 10_300).await;
+    let claims = claim(hot, "s2", 10, 10_500).await;
+    assert_eq!(projects_of(&claims), ["p-fresh"]);
+    assert_eq!(summary(hot).await.count, 121);
+}
+
+async fn claim_oldest_first_and_exclusive(hot: &dyn HotState) {
+    let names = ["p-c-3", "p-c-1", "p-c-4", "Org_2:team.p-c-2"];
+    let times = [3_000, 1_000, 4_000, 2_000];
+    for (name, t) in names.iter().zip(times) {
+        let p = pid(name);
+        open(hot, &p).await;
+        ok(hot, &p, create(rect("o1")), t).await;
+    }
+    let first = claim(hot, "saver-a", 2, 10_000).await;
+    assert_eq!(projects_of(&first), ["p-c-1", "Org_2:team.p-c-2"]);
+    assert_eq!(
+        first.iter().map(|c| c.dirty_since).collect::<Vec<_>>(),
+        [1_000, 2_000]
+    );
+    assert_ne!(
+        first[0].token, first[1].token,
+        "tokens are unique per claim"
+    );
+
+    // Another saver, while those leases live, gets only what is left.
+    let second = claim(hot, "saver-b", 10, 10_500).await;
+    assert_eq!(projects_of(&second), ["p-c-3", "p-c-4"]);
+    assert!(second
+        .iter()
+        .all(|c| !first.iter().any(|f| f.token == c.token)));
+    assert!(claim(hot, "saver-c", 10, 10_999).await.is_empty());
+    // An edit to a claimed project makes it dirty again, yet it stays unclaimable while its lease lives.
+    ok(hot, &pid("p-c-1"), update("o1", json!({"x": 1})), 10_600).await;
+    assert!(claim(hot, "saver-c", 10, 10_999).await.is_empty());
+    assert_eq!(summary(hot).await.count, 4);
+}
+
+async fn read_claim_upserts_and_deletes(hot: &dyn HotState) {
+    let p = pid("p-read");
+    assert!(hot
+        .load(
+            &p,
+            &[
+                stored("disk1", &with_version(rect("disk1"), 3), 100),
+                stored("disk2", &with_version(rect("disk2"), 1), 100),
+                stored("untouched", &with_version(rect("untouched"), 1), 100),
+            ],
+            0
+        )
+        .await
+        .unwrap());
+    ok(hot, &p, create(rect("new1")), 1_000).await;
+    ok(hot, &p, update("new1", json!({"x": 5})), 1_500).await;
+    ok(hot, &p, update("disk1", json!({"label": "é"})), 1_200).await;
+    ok(hot, &p, delete("disk2"), 1_300).await;
+    ok(hot, &p, create(rect("gone")), 1_400).await;
+    ok(hot, &p, delete("gone"), 1_450).await;
+
+    let claims = claim(hot, "s1", 10, 2_000).await;
+    assert_eq!(projects_of(&claims), ["p-read"]);
+    assert_eq!(claims[0].dirty_since, 1_000);
+    let (upserts, deletes) = changes(hot.read_claim(&claims[0]).await.unwrap());
+    assert_eq!(
+        upserts,
+        BTreeMap::from([
+            (
+                "new1".into(),
+                (
+                    json!({"id": "new1", "type": "rect", "x": 5, "y": 2, "version": 2}),
+                    1_500
+                )
+            ),
+            (
+                "disk1".into(),
+                (
+                    json!({"id": "disk1", "type": "rect", "x": 1, "y": 2, "label": "é", "version": 4}),
+                    1_200
+                )
+            ),
+        ])
+    );
+    assert_eq!(deletes, ["disk2", "gone"]);
+    // Reading is repeatable (a retried save reads the same).
+    let again = hot.read_claim(&claims[0]).await.unwrap();
+    assert_eq!(ids(&again), ["disk1", "disk2", "gone", "new1"]);
+}
+
+async fn edit_during_claim_is_not_lost(hot: &dyn HotState) {
+    let p = pid("p-race");
+    open(hot, &p).await;
+    ok(hot, &p, create(rect("o1")), 1_000).await;
+    ok(hot, &p, create(rect("o2")), 1_100).await;
+    let claims = claim(hot, "s1", 10, 2_000).await;
+    assert_eq!(claims.len(), 1);
+
+    // Edits while the save runs: a new object, and one already in the claim.
+    ok(hot, &p, create(rect("o3")), 2_100).await;
+    ok(hot, &p, update("o1", json!({"x": 7})), 2_200).await;
+    let s = summary(hot).await;
+    assert_eq!(
+        (s.count, s.oldest_modification),
+        (1, Some(1_000)),
+        "one project, counted once"
+    );
+
+    // The claim reads the current state of its own ids (o1 already carries the new x).
+    let (upserts, deletes) = changes(hot.read_claim(&claims[0]).await.unwrap());
+    assert_eq!(upserts.keys().collect::<Vec<_>>(), ["o1", "o2"]);
+    assert!(deletes.is_empty());
+    assert!(hot.complete_claim(&claims[0]).await.unwrap());
+
+    // The save is done, but the project is dirty again from the first edit that raced it.
+    assert_eq!(
+        summary(hot).await,
+        DirtySummary {
+            count: 1,
+            oldest_modification: Some(2_100),
+            project_ids: vec!["p-race".into()]
+        }
+    );
+    let next = claim(hot, "s2", 10, 3_000).await;
+    assert_eq!(projects_of(&next), ["p-race"]);
+    assert_eq!(next[0].dirty_since, 2_100);
+    let set = hot.read_claim(&next[0]).await.unwrap();
+    assert_eq!(ids(&set), ["o1", "o3"]);
+    let (upserts, _) = changes(set);
+    assert_eq!(upserts["o1"].0["x"], json!(7));
+    assert_eq!(upserts["o1"].1, 2_200);
+}
+
+async fn complete_claim_clears(hot: &dyn HotState) {
+    let p = pid("p-done");
+    open(hot, &p).await;
+    ok(hot, &p, create(rect("o1")), 1_000).await;
+    let claims = claim(hot, "s1", 10, 2_000).await;
+    assert!(hot.complete_claim(&claims[0]).await.unwrap());
+    assert_eq!(summary(hot).await, DirtySummary::default());
+    // Nothing left to claim, even after the old lease would have expired.
+    assert!(claim(hot, "s2", 10, 2_500).await.is_empty());
+    assert!(claim(hot, "s2", 10, 100_000).await.is_empty());
+    // A completed claim is over: it cannot be renewed or completed again.
+    assert!(!hot.renew_claim(&claims[0], LEASE, 2_100).await.unwrap());
+    assert!(!hot.complete_claim(&claims[0]).await.unwrap());
+
+    // The next edit starts a fresh change set with only its own id.
+    ok(hot, &p, create(rect("o2")), 5_000).await;
+    let next = claim(hot, "s2", 10, 6_000).await;
+    assert_eq!(next[0].dirty_since, 5_000);
+    assert_eq!(ids(&hot.read_claim(&next[0]).await.unwrap()), ["o2"]);
+}
+
+async fn abandon_claim_restores(hot: &dyn HotState) {
+    let (p, q) = (pid("p-fail"), pid("p-fail-later"));
+    open(hot, &p).await;
+    open(hot, &q).await;
+    ok(hot, &p, create(rect("o1")), 1_000).await;
+    ok(hot, &p, create(rect("o2")), 1_100).await;
+    ok(hot, &q, create(rect("o1")), 1_500).await;
+
+    // A failed save with no edit meanwhile: back in the index at its original time, ids intact.
+    let claims = claim(hot, "s1", 1, 2_000).await;
+    assert_eq!(projects_of(&claims), ["p-fail"]);
+    hot.abandon_claim(&claims[0]).await.unwrap();
+    assert_eq!(
+        summary(hot).await,
+        DirtySummary {
+            count: 2,
+            oldest_modification: Some(1_000),
+            project_ids: vec!["p-fail".into(), "p-fail-later".into()]
+        }
+    );
+    // The abandoned claim is over.
+    assert!(!hot.renew_claim(&claims[0], LEASE, 2_100).await.unwrap());
+    assert!(!hot.complete_claim(&claims[0]).await.unwrap());
+
+    // Claimable again right away (no lease left), oldest first as before.
+    let claims = claim(hot, "s2", 1, 2_200).await;
+    assert_eq!(projects_of(&claims), ["p-fail"]);
+    assert_eq!(claims[0].dirty_since, 1_000);
+    assert_eq!(
+        ids(&hot.read_claim(&claims[0]).await.unwrap()),
+        ["o1", "o2"]
+    );
+
+    // A failed save with edits meanwhile: the ids merge, and the original (older) time wins.
+    ok(hot, &p, create(rect("o3")), 2_300).await;
+    ok(hot, &p, update("o1", json!({"x": 3})), 2_400).await;
+    hot.abandon_claim(&claims[0]).await.unwrap();
+    let s = summary(hot).await;
+    assert_eq!((s.count, s.oldest_modification), (2, Some(1_000)));
+    assert_eq!(s.project_ids, ["p-fail", "p-fail-later"]);
+    let claims = claim(hot, "s3", 10, 3_000).await;
+    assert_eq!(projects_of(&claims), ["p-fail", "p-fail-later"]);
+    assert_eq!(claims[0].dirty_since, 1_000);
+    assert_eq!(
+        ids(&hot.read_claim(&claims[0]).await.unwrap()),
+        ["o1", "o2", "o3"]
+    );
+    assert!(hot.complete_claim(&claims[0]).await.unwrap());
+    assert!(hot.complete_claim(&claims[1]).await.unwrap());
+    assert_eq!(summary(hot).await, DirtySummary::default());
+}
+
+async fn expired_lease_taken_over(hot: &dyn HotState) {
+    let p = pid("p-crash");
+    open(hot, &p).await;
+    ok(hot, &p, create(rect("o1")), 1_000).await;
+    ok(hot, &p, delete("o1"), 1_100).await;
+    ok(hot, &p, create(rect("o2")), 1_200).await;
+    let a = claim(hot, "saver-a", 10, 10_000).await.remove(0);
+    // saver-a crashes. An edit meanwhile re-marks the project dirty...
+    ok(hot, &p, create(rect("o3")), 10_500).await;
+    // ...but its lease (10_000 + LEASE) still holds until it expires.
+    assert!(claim(hot, "saver-b", 10, 10_999).await.is_empty());
+
+    // At expiry another saver takes it over, once, with everything the crashed claim held plus the new edit.
+    let taken = claim(hot, "saver-b", 10, 11_000).await;
+    assert_eq!(projects_of(&taken), ["p-crash"]);
+    let b = &taken[0];
+    assert_ne!(b.token, a.token);
+    assert_eq!(b.dirty_since, 1_000, "the crashed claim's time is kept");
+    let (upserts, deletes) = changes(hot.read_claim(b).await.unwrap());
+    assert_eq!(upserts.keys().collect::<Vec<_>>(), ["o2", "o3"]);
+    assert_eq!(deletes, ["o1"]);
+
+    // The old token is dead: it can neither renew, complete, nor undo the new claim.
+    assert!(!hot.renew_claim(&a, LEASE, 11_001).await.unwrap());
+    assert!(!hot.complete_claim(&a).await.unwrap());
+    hot.abandon_claim(&a).await.unwrap();
+    assert!(
+        claim(hot, "saver-c", 10, 11_500).await.is_empty(),
+        "the new lease still holds"
+    );
+    assert_eq!(ids(&hot.read_claim(b).await.unwrap()), ["o1", "o2", "o3"]);
+    assert!(hot.renew_claim(b, LEASE, 11_600).await.unwrap());
+    assert!(hot.complete_claim(b).await.unwrap());
+    assert_eq!(summary(hot).await, DirtySummary::default());
+    assert!(claim(hot, "saver-c", 10, 100_000).await.is_empty());
+}
+
+async fn expired_leases_taken_over_in_expiry_order(hot: &dyn HotState) {
+    // Names sort the other way round from expiry, so ordering by name would pick the wrong one.
+    let (late, early) = (pid("p-exp-a"), pid("p-exp-b"));
+    for p in [&late, &early] {
+        open(hot, p).await;
+        ok(hot, p, create(rect("o1")), 1_000).await;
+    }
+    let c_early = claim(hot, "s1", 10, 10_000).await;
+    assert_eq!(projects_of(&c_early), ["p-exp-a", "p-exp-b"]);
+    // Renew p-exp-a's lease further: p-exp-b now expires first (at 11_000), p-exp-a at 12_000.
+    assert!(hot.renew_claim(&c_early[0], 2_000, 10_000).await.unwrap());
+    let taken = claim(hot, "s2", 1, 12_500).await;
+    assert_eq!(
+        projects_of(&taken),
+        ["p-exp-b"],
+        "the longest-expired lease first"
+    );
+    let taken = claim(hot, "s2", 1, 12_500).await;
+    assert_eq!(projects_of(&taken), ["p-exp-a"]);
+}
+
+async fn renew_extends_lease(hot: &dyn HotState) {
+    let p = pid("p-renew");
+    open(hot, &p).await;
+    ok(hot, &p, create(rect("o1")), 1_000).await;
+    let c = claim(hot, "saver-a", 10, 10_000).await.remove(0);
+    // Renewed at 10_800 for LEASE: it now holds until 11_800.
+    assert!(hot.renew_claim(&c, LEASE, 10_800).await.unwrap());
+    assert!(claim(hot, "saver-b", 10, 11_000).await.is_empty());
+    assert!(claim(hot, "saver-b", 10, 11_799).await.is_empty());
+    assert!(hot.renew_claim(&c, 5_000, 11_500).await.unwrap());
+    assert!(claim(hot, "saver-b", 10, 16_499).await.is_empty());
+    assert!(hot.complete_claim(&c).await.unwrap());
+    assert!(claim(hot, "saver-b", 10, 20_000).await.is_empty());
+
+    // Without renewal the same lease would have been taken over.
+    ok(hot, &p, update("o1", json!({"x": 1})), 20_000).await;
+    let c = claim(hot, "saver-a", 10, 21_000).await.remove(0);
+    let taken = claim(hot, "saver-b", 10, 22_000).await;
+    assert_eq!(projects_of(&taken), ["p-renew"]);
+    assert!(!hot.renew_claim(&c, LEASE, 22_001).await.unwrap());
+}
+
+async fn ping(hot: &dyn HotState) {
+    hot.ping().await.expect("ping");
+}
