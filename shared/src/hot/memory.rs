@@ -210,6 +210,7 @@ impl HotState for MemoryHotState {
             origin: ctx.origin.to_string(),
             seq,
             frame: Arc::from(frame.to_string()),
+            trace: crate::telemetry::current_traceparent(),
         });
         drop(state);
         Ok(Applied { id, version, seq })
@@ -259,6 +260,7 @@ impl HotState for MemoryHotState {
             origin: origin.to_string(),
             seq: 0,
             frame: Arc::from(frame),
+            trace: None,
         });
         Ok(())
     }

@@ -96,6 +96,8 @@ pub struct BusMessage {
     pub seq: u64,
     /// The frame to send, already encoded.
     pub frame: Arc<str>,
+    /// W3C `traceparent` of the span that published it, when tracing is on (fan-out spans become its children).
+    pub trace: Option<String>,
 }
 
 /// What the bus tells its owner.

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, Script};
 use tokio::sync::{mpsc, Mutex};
+use tracing::Instrument;
 
 use super::keys::{ProjectKeys, DIRTY_INDEX, LEASE_INDEX};
 use super::{
@@ -119,6 +120,10 @@ impl HotState for RedisHotState {
             Edit::Delete { .. } => ("d", String::new()),
         };
         let id = edit.object_id();
+        let span = tracing::info_span!("redis.edit_script", project = %project, object = %id, op);
+        let trace = span
+            .in_scope(crate::telemetry::current_traceparent)
+            .unwrap_or_default();
         let (status, version, seq): (String, u64, u64) = EDIT
             .key(&keys.objects)
             .key(&keys.mtimes)
@@ -136,7 +141,9 @@ impl HotState for RedisHotState {
             .arg(ctx.limits.max_objects_per_project)
             .arg(&keys.channel)
             .arg(project.as_str())
+            .arg(trace)
             .invoke_async(&mut self.conn.clone())
+            .instrument(span)
             .await
             .map_err(unavailable)?;
         match status.as_str() {
@@ -217,7 +224,7 @@ impl HotState for RedisHotState {
         let channel = ProjectKeys::new(project).channel;
         redis::cmd("PUBLISH")
             .arg(channel)
-            .arg(format!("{origin}\n0\n{frame}"))
+            .arg(format!("{origin}\n0\n\n{frame}"))
             .query_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
@@ -405,12 +412,14 @@ fn parse_message(msg: &redis::Msg) -> Option<BusMessage> {
     let project = ProjectKeys::project_of_channel(msg.get_channel_name())?;
     let payload = std::str::from_utf8(msg.get_payload_bytes()).ok()?;
     let (origin, rest) = payload.split_once('\n')?;
-    let (seq, frame) = rest.split_once('\n')?;
+    let (seq, rest) = rest.split_once('\n')?;
+    let (trace, frame) = rest.split_once('\n')?;
     Some(BusMessage {
         project,
         origin: origin.to_string(),
         seq: seq.parse().ok()?,
         frame: Arc::from(frame),
+        trace: (!trace.is_empty()).then(|| trace.to_string()),
     })
 }
 

@@ -2,7 +2,7 @@
 -- KEYS: 1 objects, 2 mtimes, 3 meta, 4 changed, 5 dirty index
 -- ARGV: 1 op (c|u|d), 2 object id, 3 object id as JSON, 4 body (create: object JSON without version;
 --       update: patch JSON), 5 now ms, 6 `by` as JSON, 7 origin connection id, 8 max object bytes,
---       9 max objects, 10 channel, 11 project id
+--       9 max objects, 10 channel, 11 project id, 12 traceparent (may be empty)
 -- Returns {status, version, seq}; status is ok | not_loaded | conflict | not_found | too_large | too_many | bad_type
 if redis.call('EXISTS', KEYS[3]) == 0 then return { 'not_loaded', 0, 0 } end
 local op, id = ARGV[1], ARGV[2]
@@ -52,5 +52,5 @@ elseif op == 'u' then
 else
   frame = '{"type":"deleted","id":' .. ARGV[3] .. tail
 end
-redis.call('PUBLISH', ARGV[10], ARGV[7] .. '\n' .. seq .. '\n' .. frame)
+redis.call('PUBLISH', ARGV[10], ARGV[7] .. '\n' .. seq .. '\n' .. ARGV[12] .. '\n' .. frame)
 return { 'ok', version, seq }

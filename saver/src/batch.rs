@@ -1,0 +1,464 @@
+//! The batch writer: turns one pass's item writes (across projects) into BatchWriteItem requests of at most 25
+//! distinct keys, runs several at once, retries throttling, transient errors and UnprocessedItems with capped
+//! exponential backoff and full jitter, and reports per project, so that one project's failure never fails
+//! another's.
+//!
+//! Before every request (first try and retries alike) it renews the lease of every project in it: a project whose
+//! lease was taken over is dropped from the request and never written again in this pass, because the new owner
+//! will write newer data and must not be overwritten with ours. A request also never outlives the lease time left.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use canvas_shared::durable::{DurableError, DurableStore, ItemWrite, MAX_BATCH_ITEMS};
+use canvas_shared::ids::{ObjectId, ProjectId};
+use futures_util::StreamExt;
+use rand::Rng;
+use tracing::Instrument;
+
+use crate::lease::{LeaseState, Leases, Renewal};
+
+/// Most attempts per request while the store is unreachable (it is then likely down for every request).
+pub const UNAVAILABLE_ATTEMPTS: u32 = 3;
+
+/// How the writer retries and how wide it goes.
+#[derive(Debug, Clone)]
+pub struct BatchSettings {
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Attempts per request (the first one included).
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+/// What happened to one project's writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectWrites {
+    pub expected: usize,
+    pub written: usize,
+    /// The first error that made this project's save fail.
+    pub error: Option<String>,
+}
+
+impl ProjectWrites {
+    pub fn complete(&self) -> bool {
+        self.error.is_none() && self.written >= self.expected
+    }
+}
+
+/// What the writer did in one pass.
+#[derive(Debug, Default)]
+pub struct WriteReport {
+    pub projects: HashMap<ProjectId, ProjectWrites>,
+    pub items_written: u64,
+    pub requests: u64,
+    pub retries: u64,
+}
+
+/// Orders writes into requests: at most [`MAX_BATCH_ITEMS`] each, no key twice in one request (a repeated key
+/// keeps its first write: both come from the same read of the hot state). Project order is kept, so the oldest
+/// projects go first and a project's writes sit in as few requests as possible.
+pub fn pack(writes: Vec<ItemWrite>) -> Vec<Vec<ItemWrite>> {
+    let mut seen: HashSet<(ProjectId, ObjectId)> = HashSet::with_capacity(writes.len());
+    let mut batches: Vec<Vec<ItemWrite>> = Vec::new();
+    let mut current: Vec<ItemWrite> = Vec::with_capacity(MAX_BATCH_ITEMS);
+    for write in writes {
+        if !seen.insert((write.project.clone(), write.object_id().clone())) {
+            continue;
+        }
+        current.push(write);
+        if current.len() == MAX_BATCH_ITEMS {
+            batches.push(std::mem::replace(
+                &mut current,
+                Vec::with_capacity(MAX_BATCH_ITEMS),
+            ));
+        }
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+/// Full-jitter backoff before retry number `attempt` (1-based): uniform in [0, min(max, base · 2^(attempt-1))].
+pub fn backoff(settings: &BatchSettings, attempt: u32) -> Duration {
+    let exp = settings
+        .backoff_base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let ceiling = exp.min(settings.backoff_max);
+    let ms = ceiling.as_millis() as u64;
+    Duration::from_millis(if ms == 0 {
+        0
+    } else {
+        rand::rng().random_range(0..=ms)
+    })
+}
+
+struct Shared<'a> {
+    durable: &'a dyn DurableStore,
+    leases: &'a Leases,
+    settings: &'a BatchSettings,
+    book: Mutex<HashMap<ProjectId, ProjectWrites>>,
+    /// Set when the store looks down or overloaded: requests not started yet are skipped.
+    abort: Mutex<Option<String>>,
+    items_written: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl Shared<'_> {
+    fn book(&self) -> MutexGuard<'_, HashMap<ProjectId, ProjectWrites>> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn aborted(&self) -> Option<String> {
+        self.abort.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_abort(&self, reason: String) {
+        let mut abort = self.abort.lock().unwrap_or_else(|e| e.into_inner());
+        if abort.is_none() {
+            *abort = Some(reason);
+        }
+    }
+
+    fn fail(&self, project: &ProjectId, message: &str) {
+        if let Some(entry) = self.book().get_mut(project) {
+            if entry.error.is_none() {
+                entry.error = Some(message.to_string());
+            }
+        }
+    }
+
+    fn fail_all(&self, writes: &[ItemWrite], message: &str) {
+        for project in distinct_projects(writes) {
+            self.fail(&project, message);
+        }
+    }
+
+    /// Still worth writing: not failed, and still ours.
+    fn open(&self, project: &ProjectId) -> bool {
+        let failed = self
+            .book()
+            .get(project)
+            .is_none_or(|entry| entry.error.is_some());
+        !failed && self.leases.state(project) == Some(LeaseState::Held)
+    }
+
+    fn written(&self, writes: &[ItemWrite]) {
+        let mut book = self.book();
+        for write in writes {
+            if let Some(entry) = book.get_mut(&write.project) {
+                entry.written += 1;
+            }
+        }
+        drop(book);
+        self.items_written
+            .fetch_add(writes.len() as u64, Ordering::Relaxed);
+    }
+}
+
+fn distinct_projects(writes: &[ItemWrite]) -> Vec<ProjectId> {
+    let mut seen = HashSet::new();
+    writes
+        .iter()
+        .filter(|w| seen.insert(&w.project))
+        .map(|w| w.project.clone())
+        .collect()
+}
+
+/// Writes everything, `settings.concurrency` requests at a time, and reports per project.
+pub async fn write_all(
+    durable: &dyn DurableStore,
+    leases: &Leases,
+    writes: Vec<ItemWrite>,
+    settings: &BatchSettings,
+) -> WriteReport {
+    let mut book: HashMap<ProjectId, ProjectWrites> = HashMap::new();
+    for write in &writes {
+        book.entry(write.project.clone()).or_default().expected += 1;
+    }
+    let shared = Shared {
+        durable,
+        leases,
+        settings,
+        book: Mutex::new(book),
+        abort: Mutex::new(None),
+        items_written: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
+    };
+    futures_util::stream::iter(pack(writes))
+        .map(|batch| send(&shared, batch))
+        .buffer_unordered(settings.concurrency.max(1))
+        .for_each(|()| async {})
+        .await;
+    WriteReport {
+        projects: shared.book.into_inner().unwrap_or_else(|e| e.into_inner()),
+        items_written: shared.items_written.into_inner(),
+        requests: shared.requests.into_inner(),
+        retries: shared.retries.into_inner(),
+    }
+}
+
+/// One request, with its retries. A request the store rejects as invalid is split per project and each part
+/// sent on its own, so that one project's bad item does not fail the projects that shared its request.
+async fn send(shared: &Shared<'_>, batch: Vec<ItemWrite>) {
+    let mut queue = vec![batch];
+    while let Some(pending) = queue.pop() {
+        send_one(shared, pending, &mut queue).await;
+    }
+}
+
+async fn send_one(
+    shared: &Shared<'_>,
+    mut pending: Vec<ItemWrite>,
+    queue: &mut Vec<Vec<ItemWrite>>,
+) {
+    let mut attempt: u32 = 0;
+    let span = tracing::info_span!(
+        "batch_write",
+        items = pending.len(),
+        projects = distinct_projects(&pending).len(),
+        retries = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    async {
+        loop {
+            pending.retain(|w| shared.open(&w.project));
+            if pending.is_empty() {
+                break;
+            }
+            if let Some(reason) = shared.aborted() {
+                shared.fail_all(&pending, &format!("not attempted: {reason}"));
+                tracing::Span::current().record("outcome", "skipped");
+                break;
+            }
+            // The lease of every project in the request must be ours now, and for longer than the request may take.
+            let projects = distinct_projects(&pending);
+            let renewals =
+                futures_util::future::join_all(projects.iter().map(|p| shared.leases.renew(p)))
+                    .await;
+            for (project, renewal) in projects.iter().zip(renewals) {
+                if let Renewal::Unknown(e) = renewal {
+                    shared.fail(project, &format!("lease renewal failed: {e}"));
+                }
+            }
+            pending.retain(|w| shared.open(&w.project));
+            let budget = pending
+                .iter()
+                .map(|w| shared.leases.time_left(&w.project))
+                .try_fold(Duration::MAX, |min, left| left.map(|l| l.min(min)));
+            let Some(budget) = budget else {
+                // Renewed but already too close to the lease's end (Redis answered very slowly).
+                shared.fail_all(&pending, "lease too close to expiry to write safely");
+                break;
+            };
+            if pending.is_empty() {
+                break;
+            }
+            attempt += 1;
+            shared.requests.fetch_add(1, Ordering::Relaxed);
+            let result = tokio::time::timeout(budget, shared.durable.write_batch(&pending)).await;
+            // Throttling and UnprocessedItems are retried up to `max_attempts`; an unreachable store fewer times,
+            // since the store's client already retries transient failures inside each attempt.
+            let mut attempts_allowed = shared.settings.max_attempts;
+            let reason = match result {
+                Ok(Ok(unprocessed)) => {
+                    let left: HashSet<(&ProjectId, &ObjectId)> = unprocessed
+                        .iter()
+                        .map(|w| (&w.project, w.object_id()))
+                        .collect();
+                    let (retry, done): (Vec<ItemWrite>, Vec<ItemWrite>) = pending
+                        .drain(..)
+                        .partition(|w| left.contains(&(&w.project, w.object_id())));
+                    shared.written(&done);
+                    pending = retry;
+                    if pending.is_empty() {
+                        tracing::Span::current().record("outcome", "written");
+                        break;
+                    }
+                    format!("{} items left unprocessed", pending.len())
+                }
+                Ok(Err(e)) if e.is_retryable() => {
+                    if matches!(e, DurableError::Unavailable(_)) {
+                        attempts_allowed = attempts_allowed.min(UNAVAILABLE_ATTEMPTS);
+                    }
+                    e.to_string()
+                }
+                Ok(Err(DurableError::Rejected(message)))
+                    if distinct_projects(&pending).len() > 1 =>
+                {
+                    tracing::warn!(error = %message, "batch rejected; retrying its projects one by one");
+                    for project in distinct_projects(&pending) {
+                        queue.push(pending.iter().filter(|w| w.project == project).cloned().collect());
+                    }
+                    tracing::Span::current().record("outcome", "split");
+                    break;
+                }
+                Ok(Err(e)) => {
+                    let message = e.to_string();
+                    tracing::error!(error = %message, "batch write rejected");
+                    shared.fail_all(&pending, &message);
+                    if matches!(e, DurableError::TableMissing(_)) {
+                        shared.set_abort(message);
+                    }
+                    tracing::Span::current().record("outcome", "rejected");
+                    break;
+                }
+                Err(_) => {
+                    attempts_allowed = attempts_allowed.min(UNAVAILABLE_ATTEMPTS);
+                    "request timed out before the lease would run out".to_string()
+                }
+            };
+            if attempt >= attempts_allowed {
+                let message = format!("gave up after {attempt} attempts: {reason}");
+                tracing::warn!(error = %message, items = pending.len(), "batch write failed");
+                shared.fail_all(&pending, &message);
+                shared.set_abort(format!("the store kept failing ({reason})"));
+                tracing::Span::current().record("outcome", "failed");
+                break;
+            }
+            shared.retries.fetch_add(1, Ordering::Relaxed);
+            let wait = backoff(shared.settings, attempt);
+            tracing::debug!(attempt, reason = %reason, wait_ms = wait.as_millis() as u64, "retrying batch write");
+            tokio::time::sleep(wait).await;
+        }
+        tracing::Span::current().record("retries", attempt.saturating_sub(1));
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canvas_shared::durable::WriteOp;
+
+    fn write(project: &str, id: &str) -> ItemWrite {
+        ItemWrite {
+            project: ProjectId::parse(project).unwrap(),
+            op: WriteOp::Delete(ObjectId::parse(id).unwrap()),
+        }
+    }
+
+    #[test]
+    fn pack_fills_requests_of_25_distinct_keys_across_projects() {
+        let mut writes = Vec::new();
+        for p in 0..3 {
+            for o in 0..20 {
+                writes.push(write(&format!("p{p}"), &format!("o{o}")));
+            }
+        }
+        writes.push(write("p0", "o0"));
+        let batches = pack(writes);
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [25, 25, 10]
+        );
+        for batch in &batches {
+            let keys: HashSet<_> = batch.iter().map(|w| (&w.project, w.object_id())).collect();
+            assert_eq!(keys.len(), batch.len());
+        }
+    }
+
+    /// Rejects any request holding an object called `bad`; counts what it accepted.
+    struct Picky {
+        written: Mutex<Vec<ItemWrite>>,
+    }
+
+    #[async_trait::async_trait]
+    impl DurableStore for Picky {
+        async fn write_batch(&self, writes: &[ItemWrite]) -> Result<Vec<ItemWrite>, DurableError> {
+            if writes.iter().any(|w| w.object_id().as_str() == "bad") {
+                return Err(DurableError::Rejected("item too large".into()));
+            }
+            self.written.lock().unwrap().extend_from_slice(writes);
+            Ok(Vec::new())
+        }
+        async fn load_project(
+            &self,
+            _: &ProjectId,
+        ) -> Result<Vec<canvas_shared::hot::StoredObject>, DurableError> {
+            Ok(Vec::new())
+        }
+        async fn ensure_table(&self, _: bool) -> Result<(), DurableError> {
+            Ok(())
+        }
+        async fn ping(&self) -> Result<(), DurableError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rejected_project_does_not_fail_the_projects_sharing_its_request() {
+        use canvas_shared::hot::memory::MemoryHotState;
+        use canvas_shared::hot::{EditContext, HotState};
+        use canvas_shared::object::{Edit, NewObject};
+        use canvas_shared::Limits;
+
+        let hot = MemoryHotState::new();
+        let limits = Limits::default();
+        for (project, ids) in [("good", vec!["a", "b"]), ("evil", vec!["c", "bad"])] {
+            let project = ProjectId::parse(project).unwrap();
+            hot.load(&project, &[], 0).await.unwrap();
+            for id in ids {
+                let object =
+                    NewObject::from_json(serde_json::json!({"id": id, "type": "t"}), &limits)
+                        .unwrap();
+                let ctx = EditContext {
+                    by: "u",
+                    origin: "c",
+                    now_ms: 1,
+                    limits: &limits,
+                };
+                hot.apply(&project, &Edit::Create(object), ctx)
+                    .await
+                    .unwrap();
+            }
+        }
+        let claims = hot.claim_dirty("me", 10, 60_000, 2).await.unwrap();
+        let hot: std::sync::Arc<dyn HotState> = std::sync::Arc::new(hot);
+        let leases = Leases::new(
+            std::sync::Arc::clone(&hot),
+            Duration::from_secs(60),
+            &claims,
+            tokio::time::Instant::now(),
+        );
+        let mut writes = vec![write("good", "a"), write("evil", "c"), write("good", "b")];
+        writes.push(write("evil", "bad"));
+        let store = Picky {
+            written: Mutex::new(Vec::new()),
+        };
+        let settings = BatchSettings {
+            concurrency: 2,
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(2),
+        };
+        let report = write_all(&store, &leases, writes, &settings).await;
+        let good = &report.projects[&ProjectId::parse("good").unwrap()];
+        let evil = &report.projects[&ProjectId::parse("evil").unwrap()];
+        assert!(good.complete(), "{good:?}");
+        assert!(evil.error.is_some(), "{evil:?}");
+        assert_eq!(report.items_written, 2);
+        assert_eq!(store.written.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let settings = BatchSettings {
+            concurrency: 1,
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+        };
+        for attempt in 1..30 {
+            let cap = (10u64 << (attempt - 1).min(20)).min(50);
+            assert!(backoff(&settings, attempt) <= Duration::from_millis(cap));
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The operator HTTP endpoints: `GET /metrics` (the contract's JSON, with the dirty figures read from the hot state
+//! now), `GET /healthz` (the process runs) and `GET /readyz` (Redis and the durable store answer; a missing table
+//! is named in the 503 so that whoever deploys knows what to create).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use canvas_shared::durable::{DurableError, DurableStore};
+use canvas_shared::hot::HotState;
+use serde_json::json;
+
+use crate::auth::authorized;
+use crate::metrics::{document, Metrics};
+
+/// How long a readiness probe waits for each store.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    pub hot: Arc<dyn HotState>,
+    pub durable: Arc<dyn DurableStore>,
+    pub metrics: Arc<Metrics>,
+    pub operator_token: Option<Arc<str>>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !authorized(state.operator_token.as_deref(), header) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"error": "a valid operator token is required: Authorization: Bearer <SAVER_OPERATOR_TOKEN>"})),
+        )
+            .into_response();
+    }
+    Json(document(&state.metrics, state.hot.as_ref()).await).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    let redis = match tokio::time::timeout(PROBE_TIMEOUT, state.hot.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("Redis unreachable: {e}")),
+        Err(_) => Err("Redis did not answer in time".to_string()),
+    };
+    let dynamodb = match tokio::time::timeout(PROBE_TIMEOUT, state.durable.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(DurableError::TableMissing(message))) => Err(message),
+        Ok(Err(e)) => Err(format!("DynamoDB unreachable: {e}")),
+        Err(_) => Err("DynamoDB did not answer in time".to_string()),
+    };
+    let status = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.clone(),
+    };
+    let ready = redis.is_ok() && dynamodb.is_ok();
+    let body = json!({
+        "ready": ready,
+        "redis": status(&redis),
+        "dynamodb": status(&dynamodb),
+        "saveLoop": state.metrics.state(),
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}

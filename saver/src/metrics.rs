@@ -1,0 +1,417 @@
+//! The auto-save figures of one saver process, in the exact shape of the contract's `GET /metrics`
+//! (`autoSave` + `dirtyProjects`), shared by the HTTP and gRPC endpoints. Passes report into it; readers take a
+//! consistent snapshot under one short lock.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use std::time::Duration;
+
+use canvas_shared::hot::{DirtySummary, HotState};
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// How many recent passes and errors are kept.
+pub const RECENT_LIMIT: usize = 20;
+
+/// Where the save loop is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoopState {
+    /// Started, waiting for the durable store (table) to be ready.
+    WaitingForStore,
+    /// Saving every interval.
+    Running,
+    /// Shutdown requested: final saves in progress.
+    Draining,
+    /// The loop has ended.
+    Stopped,
+}
+
+impl LoopState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoopState::WaitingForStore => "waiting_for_store",
+            LoopState::Running => "running",
+            LoopState::Draining => "draining",
+            LoopState::Stopped => "stopped",
+        }
+    }
+}
+
+/// One entry of `recentSaves`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentSave {
+    /// Epoch ms when the pass ended.
+    pub at: i64,
+    pub projects: u64,
+    pub objects: u64,
+    pub duration_ms: f64,
+    /// Project saves of this pass that failed (extension).
+    pub failed: u64,
+    /// BatchWriteItem retries in this pass (extension).
+    pub retries: u64,
+}
+
+/// One entry of `recentErrors`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentError {
+    pub at: i64,
+    /// `null` for errors not tied to one project (the claim itself failed, the store is not ready).
+    pub project_id: Option<String>,
+    pub message: String,
+}
+
+/// The `autoSave` object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoSave {
+    pub is_running: bool,
+    pub interval_ms: u64,
+    pub total_saves: u64,
+    pub total_objects_saved: u64,
+    pub average_duration_ms: f64,
+    pub success_rate: f64,
+    pub failed_saves: u64,
+    pub recent_saves: Vec<RecentSave>,
+    pub recent_errors: Vec<RecentError>,
+    // Extensions.
+    pub state: LoopState,
+    pub successful_saves: u64,
+    pub lost_leases: u64,
+    pub retries: u64,
+    pub passes: u64,
+    pub owner: String,
+    pub lease_ms: u64,
+}
+
+/// The `dirtyProjects` object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirtyProjects {
+    /// `null` only when the dirty index could not be read (then `error` says why).
+    pub count: Option<usize>,
+    pub oldest_modification: Option<i64>,
+    pub project_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl DirtyProjects {
+    pub fn from_summary(summary: DirtySummary) -> Self {
+        Self {
+            count: Some(summary.count),
+            oldest_modification: summary.oldest_modification,
+            project_ids: summary.project_ids,
+            error: None,
+        }
+    }
+
+    pub fn unavailable(error: String) -> Self {
+        Self {
+            count: None,
+            oldest_modification: None,
+            project_ids: Vec::new(),
+            error: Some(error),
+        }
+    }
+}
+
+/// The whole `GET /metrics` document.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsDoc {
+    pub auto_save: AutoSave,
+    pub dirty_projects: DirtyProjects,
+}
+
+/// What one pass did, as reported to [`Metrics::record_pass`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PassOutcome {
+    /// Epoch ms when the pass ended.
+    pub at: i64,
+    pub duration_ms: f64,
+    /// Project saves that succeeded (claim completed).
+    pub succeeded: u64,
+    /// Project saves that failed (work put back).
+    pub failed: u64,
+    /// Project saves given up because the lease was taken over.
+    pub lost: u64,
+    /// Items put or deleted.
+    pub objects: u64,
+    pub retries: u64,
+    pub errors: Vec<(Option<String>, String)>,
+}
+
+impl PassOutcome {
+    pub fn projects(&self) -> u64 {
+        self.succeeded + self.failed + self.lost
+    }
+}
+
+#[derive(Debug)]
+struct Figures {
+    passes: u64,
+    total_saves: u64,
+    total_objects: u64,
+    total_duration_ms: f64,
+    succeeded: u64,
+    failed: u64,
+    lost: u64,
+    retries: u64,
+    recent_saves: VecDeque<RecentSave>,
+    recent_errors: VecDeque<RecentError>,
+}
+
+/// The figures of one saver process.
+#[derive(Debug)]
+pub struct Metrics {
+    interval_ms: u64,
+    lease_ms: u64,
+    owner: String,
+    state: watch::Sender<LoopState>,
+    figures: Mutex<Figures>,
+}
+
+/// Longest error message kept (store errors can carry a whole request context).
+pub const MESSAGE_LIMIT: usize = 500;
+
+fn clip(message: &str) -> String {
+    if message.len() <= MESSAGE_LIMIT {
+        return message.to_string();
+    }
+    let mut end = MESSAGE_LIMIT;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
+fn push_capped<T>(list: &mut VecDeque<T>, item: T) {
+    list.push_back(item);
+    while list.len() > RECENT_LIMIT {
+        list.pop_front();
+    }
+}
+
+impl Metrics {
+    pub fn new(interval_ms: u64, lease_ms: u64, owner: String) -> Self {
+        Self {
+            interval_ms,
+            lease_ms,
+            owner,
+            state: watch::Sender::new(LoopState::WaitingForStore),
+            figures: Mutex::new(Figures {
+                passes: 0,
+                total_saves: 0,
+                total_objects: 0,
+                total_duration_ms: 0.0,
+                succeeded: 0,
+                failed: 0,
+                lost: 0,
+                retries: 0,
+                recent_saves: VecDeque::new(),
+                recent_errors: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Figures> {
+        // Figures stay consistent even if a holder panicked: every update is a few plain assignments.
+        self.figures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_state(&self, state: LoopState) {
+        self.state.send_replace(state);
+    }
+
+    pub fn state(&self) -> LoopState {
+        *self.state.borrow()
+    }
+
+    /// Follows the loop state (the gRPC health service reports from it).
+    pub fn watch_state(&self) -> watch::Receiver<LoopState> {
+        self.state.subscribe()
+    }
+
+    /// Records an error that is not part of a pass outcome (e.g. the store is not ready).
+    pub fn record_error(&self, at: i64, project_id: Option<String>, message: String) {
+        push_capped(
+            &mut self.lock().recent_errors,
+            RecentError {
+                at,
+                project_id,
+                message: clip(&message),
+            },
+        );
+    }
+
+    /// Records one pass. Passes that found nothing to do only count in `passes`.
+    pub fn record_pass(&self, outcome: &PassOutcome) {
+        let mut f = self.lock();
+        f.passes += 1;
+        f.retries += outcome.retries;
+        for (project_id, message) in &outcome.errors {
+            push_capped(
+                &mut f.recent_errors,
+                RecentError {
+                    at: outcome.at,
+                    project_id: project_id.clone(),
+                    message: clip(message),
+                },
+            );
+        }
+        if outcome.projects() == 0 {
+            return;
+        }
+        f.succeeded += outcome.succeeded;
+        f.failed += outcome.failed + outcome.lost;
+        f.lost += outcome.lost;
+        f.total_objects += outcome.objects;
+        if outcome.succeeded > 0 {
+            f.total_saves += 1;
+            f.total_duration_ms += outcome.duration_ms;
+        }
+        push_capped(
+            &mut f.recent_saves,
+            RecentSave {
+                at: outcome.at,
+                projects: outcome.projects(),
+                objects: outcome.objects,
+                duration_ms: round1(outcome.duration_ms),
+                failed: outcome.failed + outcome.lost,
+                retries: outcome.retries,
+            },
+        );
+    }
+
+    /// The `autoSave` object as of now.
+    pub fn auto_save(&self) -> AutoSave {
+        let state = self.state();
+        let f = self.lock();
+        let attempts = f.succeeded + f.failed;
+        AutoSave {
+            is_running: matches!(state, LoopState::Running | LoopState::Draining),
+            interval_ms: self.interval_ms,
+            total_saves: f.total_saves,
+            total_objects_saved: f.total_objects,
+            average_duration_ms: if f.total_saves == 0 {
+                0.0
+            } else {
+                round1(f.total_duration_ms / f.total_saves as f64)
+            },
+            success_rate: if attempts == 0 {
+                100.0
+            } else {
+                round1(f.succeeded as f64 * 100.0 / attempts as f64)
+            },
+            failed_saves: f.failed,
+            recent_saves: f.recent_saves.iter().cloned().collect(),
+            recent_errors: f.recent_errors.iter().cloned().collect(),
+            state,
+            successful_saves: f.succeeded,
+            lost_leases: f.lost,
+            retries: f.retries,
+            passes: f.passes,
+            owner: self.owner.clone(),
+            lease_ms: self.lease_ms,
+        }
+    }
+}
+
+/// How long `GET /metrics` waits for the dirty index.
+const DIRTY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The whole document: this process's figures and the dirty index read from the hot state now.
+pub async fn document(metrics: &Metrics, hot: &dyn HotState) -> MetricsDoc {
+    let dirty_projects = match tokio::time::timeout(DIRTY_TIMEOUT, hot.dirty_summary()).await {
+        Ok(Ok(summary)) => DirtyProjects::from_summary(summary),
+        Ok(Err(e)) => DirtyProjects::unavailable(e.to_string()),
+        Err(_) => DirtyProjects::unavailable("the dirty index did not answer in time".into()),
+    };
+    MetricsDoc {
+        auto_save: metrics.auto_save(),
+        dirty_projects,
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_rate_is_100_before_any_attempt() {
+        let m = Metrics::new(5000, 10_000, "o".into());
+        let a = m.auto_save();
+        assert_eq!(a.success_rate, 100.0);
+        assert!(!a.is_running);
+        m.record_pass(&PassOutcome::default());
+        assert_eq!(m.auto_save().success_rate, 100.0);
+        assert_eq!(m.auto_save().passes, 1);
+        assert!(m.auto_save().recent_saves.is_empty());
+    }
+
+    #[test]
+    fn figures_add_up_and_lists_are_capped() {
+        let m = Metrics::new(5000, 10_000, "o".into());
+        for i in 0..30 {
+            m.record_pass(&PassOutcome {
+                at: i,
+                duration_ms: 10.0,
+                succeeded: 3,
+                failed: 1,
+                lost: 0,
+                objects: 7,
+                retries: 2,
+                errors: vec![(Some("p".into()), format!("e{i}"))],
+            });
+        }
+        let a = m.auto_save();
+        assert_eq!(a.total_saves, 30);
+        assert_eq!(a.total_objects_saved, 210);
+        assert_eq!(a.failed_saves, 30);
+        assert_eq!(a.success_rate, 75.0);
+        assert_eq!(a.average_duration_ms, 10.0);
+        assert_eq!(a.retries, 60);
+        assert_eq!(a.recent_saves.len(), RECENT_LIMIT);
+        assert_eq!(a.recent_errors.len(), RECENT_LIMIT);
+        assert_eq!(a.recent_errors.last().unwrap().message, "e29");
+        assert_eq!(a.recent_saves.first().unwrap().at, 10);
+    }
+
+    #[test]
+    fn json_field_names_match_the_contract() {
+        let m = Metrics::new(5000, 10_000, "o".into());
+        let doc = MetricsDoc {
+            auto_save: m.auto_save(),
+            dirty_projects: DirtyProjects::from_summary(DirtySummary::default()),
+        };
+        let v = serde_json::to_value(doc).unwrap();
+        for key in [
+            "isRunning",
+            "intervalMs",
+            "totalSaves",
+            "totalObjectsSaved",
+            "averageDurationMs",
+            "successRate",
+            "failedSaves",
+            "recentSaves",
+            "recentErrors",
+        ] {
+            assert!(v["autoSave"].get(key).is_some(), "autoSave.{key} missing");
+        }
+        for key in ["count", "oldestModification", "projectIds"] {
+            assert!(
+                v["dirtyProjects"].get(key).is_some(),
+                "dirtyProjects.{key} missing"
+            );
+        }
+        assert!(v["dirtyProjects"]["oldestModification"].is_null());
+    }
+}

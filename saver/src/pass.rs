@@ -1,0 +1,290 @@
+//! One save pass: claim dirty projects (oldest first, until none is left or the per-pass cap), read what changed
+//! in each claim, write it (Put for live objects, Delete for deleted ones) through the batch writer, then complete
+//! each claim that was fully written, put back each one that failed, and leave alone each one whose lease another
+//! saver took over. The outcome feeds the metrics.
+//!
+//! Why a pass is shaped like this: the claim moves the changed-set aside atomically, so an edit that lands while
+//! the pass runs starts a new changed-set and re-marks the project dirty, and a later pass saves it. A claim is
+//! only completed (its saving-set dropped) after every one of its writes succeeded; anything else puts the ids back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use canvas_shared::durable::{DurableStore, ItemWrite, WriteOp};
+use canvas_shared::hot::{ChangeSet, Claim, HotError, HotState};
+use canvas_shared::time::now_ms;
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::batch::{self, BatchSettings, ProjectWrites};
+use crate::config::SaverSettings;
+use crate::lease::{LeaseState, Leases};
+use crate::metrics::PassOutcome;
+
+/// Projects asked for per claim call (the claim script is one atomic step; keep each short).
+const CLAIM_CHUNK: usize = 100;
+/// Claims read from / finished in the hot state at once.
+const HOT_CONCURRENCY: usize = 16;
+
+/// What one pass needs.
+pub struct PassContext {
+    pub hot: Arc<dyn HotState>,
+    pub durable: Arc<dyn DurableStore>,
+    pub settings: Arc<SaverSettings>,
+}
+
+impl PassContext {
+    fn batch_settings(&self) -> BatchSettings {
+        BatchSettings {
+            concurrency: self.settings.concurrency,
+            max_attempts: self.settings.max_attempts,
+            backoff_base: self.settings.backoff_base,
+            backoff_max: self.settings.backoff_max,
+        }
+    }
+}
+
+/// Claims up to the per-pass cap, in chunks. A claim error after some claims keeps what was claimed.
+async fn claim_all(ctx: &PassContext, outcome: &mut PassOutcome) -> Vec<Claim> {
+    let cap = ctx.settings.max_projects_per_pass.max(1);
+    let lease_ms = ctx.settings.lease.as_millis() as u64;
+    let mut claims: Vec<Claim> = Vec::new();
+    while claims.len() < cap {
+        let want = (cap - claims.len()).min(CLAIM_CHUNK);
+        match ctx
+            .hot
+            .claim_dirty(&ctx.settings.owner, want, lease_ms, now_ms())
+            .await
+        {
+            Ok(batch) => {
+                let got = batch.len();
+                claims.extend(batch);
+                if got < want {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming dirty projects failed");
+                outcome
+                    .errors
+                    .push((None, format!("claiming dirty projects failed: {e}")));
+                break;
+            }
+        }
+    }
+    claims
+}
+
+fn to_writes(claim: &Claim, changes: ChangeSet) -> Vec<ItemWrite> {
+    let mut writes = Vec::with_capacity(changes.len());
+    writes.extend(changes.upserts.into_iter().map(|object| ItemWrite {
+        project: claim.project.clone(),
+        op: WriteOp::Put(object),
+    }));
+    writes.extend(changes.deletes.into_iter().map(|id| ItemWrite {
+        project: claim.project.clone(),
+        op: WriteOp::Delete(id),
+    }));
+    writes
+}
+
+/// How one project's save ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ending {
+    Saved,
+    Failed(String),
+    Lost,
+}
+
+/// Runs one pass. Never fails as a whole: every problem is counted in the outcome and logged.
+pub async fn run_pass(ctx: &PassContext) -> PassOutcome {
+    let span = tracing::info_span!(
+        "save_pass",
+        owner = %ctx.settings.owner,
+        projects = tracing::field::Empty,
+        objects = tracing::field::Empty,
+        failed = tracing::field::Empty,
+        retries = tracing::field::Empty,
+    );
+    run_pass_inner(ctx).instrument(span).await
+}
+
+async fn run_pass_inner(ctx: &PassContext) -> PassOutcome {
+    let started = Instant::now();
+    let mut outcome = PassOutcome::default();
+    let claims = claim_all(ctx, &mut outcome).await;
+    if claims.is_empty() {
+        outcome.at = now_ms();
+        outcome.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        return outcome;
+    }
+    let leases = Arc::new(Leases::new(
+        Arc::clone(&ctx.hot),
+        ctx.settings.lease,
+        &claims,
+        started,
+    ));
+    let _keep_alive = leases.keep_alive();
+
+    // Read every claim (claim order, i.e. oldest first, is kept for writing).
+    let reads: Vec<(Claim, Result<ChangeSet, HotError>)> =
+        futures_util::stream::iter(claims.into_iter().map(|claim| async {
+            let changes = ctx.hot.read_claim(&claim).await;
+            (claim, changes)
+        }))
+        .buffered(HOT_CONCURRENCY)
+        .collect()
+        .await;
+
+    let mut endings: Vec<(Claim, usize, Ending)> = Vec::with_capacity(reads.len());
+    let mut writes: Vec<ItemWrite> = Vec::new();
+    let mut to_write: Vec<(Claim, usize)> = Vec::new();
+    for (claim, changes) in reads {
+        match changes {
+            Ok(changes) if changes.is_empty() => endings.push((claim, 0, Ending::Saved)),
+            Ok(changes) => {
+                let n = changes.len();
+                writes.extend(to_writes(&claim, changes));
+                to_write.push((claim, n));
+            }
+            Err(e) => endings.push((
+                claim,
+                0,
+                Ending::Failed(format!("reading changes failed: {e}")),
+            )),
+        }
+    }
+
+    let report =
+        batch::write_all(ctx.durable.as_ref(), &leases, writes, &ctx.batch_settings()).await;
+    outcome.objects = report.items_written;
+    outcome.retries = report.retries;
+    for (claim, n) in to_write {
+        let ending = if leases.state(&claim.project) == Some(LeaseState::Lost) {
+            Ending::Lost
+        } else {
+            let written = report
+                .projects
+                .get(&claim.project)
+                .cloned()
+                .unwrap_or_default();
+            ending_of(&written)
+        };
+        endings.push((claim, n, ending));
+    }
+
+    // Complete, put back, or leave to the new owner.
+    let finished: Vec<(Claim, Ending)> =
+        futures_util::stream::iter(endings.into_iter().map(|(claim, n, ending)| {
+            let leases = Arc::clone(&leases);
+            let span = tracing::info_span!(
+                "save_project",
+                project = %claim.project,
+                objects = n,
+                outcome = tracing::field::Empty,
+            );
+            async move {
+                let ending = finish(ctx.hot.as_ref(), &leases, &claim, ending).await;
+                let label = match &ending {
+                    Ending::Saved => "saved",
+                    Ending::Failed(_) => "failed",
+                    Ending::Lost => "lost_lease",
+                };
+                tracing::Span::current().record("outcome", label);
+                (claim, ending)
+            }
+            .instrument(span)
+        }))
+        .buffer_unordered(HOT_CONCURRENCY)
+        .collect()
+        .await;
+
+    for (claim, ending) in finished {
+        match ending {
+            Ending::Saved => outcome.succeeded += 1,
+            Ending::Failed(message) => {
+                outcome.failed += 1;
+                outcome
+                    .errors
+                    .push((Some(claim.project.to_string()), message));
+            }
+            Ending::Lost => {
+                outcome.lost += 1;
+                outcome.errors.push((
+                    Some(claim.project.to_string()),
+                    "lease lost: another saver took the project over; nothing more was written"
+                        .into(),
+                ));
+            }
+        }
+    }
+    outcome.at = now_ms();
+    outcome.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let span = tracing::Span::current();
+    span.record("projects", outcome.projects());
+    span.record("objects", outcome.objects);
+    span.record("failed", outcome.failed + outcome.lost);
+    span.record("retries", outcome.retries);
+    if outcome.failed + outcome.lost > 0 {
+        tracing::warn!(
+            projects = outcome.projects(),
+            saved = outcome.succeeded,
+            failed = outcome.failed,
+            lost = outcome.lost,
+            objects = outcome.objects,
+            "save pass finished with failures; the failed projects stay dirty"
+        );
+    } else {
+        tracing::info!(
+            projects = outcome.projects(),
+            objects = outcome.objects,
+            retries = outcome.retries,
+            duration_ms = outcome.duration_ms as u64,
+            "save pass finished"
+        );
+    }
+    outcome
+}
+
+fn ending_of(written: &ProjectWrites) -> Ending {
+    match &written.error {
+        Some(e) => Ending::Failed(e.clone()),
+        None if written.complete() => Ending::Saved,
+        None => Ending::Failed(format!(
+            "only {} of {} items were written",
+            written.written, written.expected
+        )),
+    }
+}
+
+/// Completes a fully written claim or puts a failed one back. A lost claim is left alone.
+async fn finish(hot: &dyn HotState, leases: &Leases, claim: &Claim, ending: Ending) -> Ending {
+    let ending = match ending {
+        Ending::Saved => match hot.complete_claim(claim).await {
+            Ok(true) => Ending::Saved,
+            Ok(false) => {
+                leases.mark_lost(&claim.project);
+                Ending::Lost
+            }
+            // The writes landed; the claim stays until its lease expires and is then saved again (harmless).
+            Err(e) => Ending::Failed(format!("completing the claim failed: {e}")),
+        },
+        Ending::Failed(message) => {
+            tracing::warn!(project = %claim.project, error = %message, "project save failed; putting the work back");
+            if let Err(e) = hot.abandon_claim(claim).await {
+                // The saving-set stays under the expired lease and is taken over by the next claim.
+                tracing::warn!(project = %claim.project, error = %e, "putting the work back failed; the lease will expire instead");
+            }
+            Ending::Failed(message)
+        }
+        Ending::Lost => Ending::Lost,
+    };
+    leases.release(&claim.project);
+    ending
+}
+
+/// Pause between final passes that keep failing during shutdown.
+pub fn drain_pause(settings: &SaverSettings) -> Duration {
+    settings.interval.min(Duration::from_millis(500))
+}

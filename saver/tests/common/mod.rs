@@ -1,0 +1,316 @@
+//! Shared by the saver's integration tests: real redis-server and dynalite on free ports, an in-process saver
+//! on free ports with a short interval, edit helpers that go through the hot state as a gateway would, and
+//! read-back helpers that Query DynamoDB.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use canvas_saver::{RunningSaver, Saver, SaverSettings};
+use canvas_shared::config::DynamoArgs;
+use canvas_shared::durable::dynamo::DynamoStore;
+use canvas_shared::durable::item;
+use canvas_shared::durable::DurableStore;
+use canvas_shared::hot::redis::RedisHotState;
+use canvas_shared::hot::{Applied, EditContext, HotState};
+use canvas_shared::ids::{ObjectId, ProjectId};
+use canvas_shared::object::{Edit, NewObject, Patch};
+use canvas_shared::Limits;
+use canvas_testkit::{Dynalite, RedisServer};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+pub const INTERVAL_MS: u64 = 200;
+
+/// Redis + dynalite + clients to both, with the table created.
+pub struct Env {
+    pub redis: RedisServer,
+    pub dynalite: Dynalite,
+    pub hot: RedisHotState,
+    pub store: DynamoStore,
+}
+
+pub fn table_name() -> String {
+    "canvas_objects".to_string()
+}
+
+pub async fn dynamo(dynalite: &Dynalite, table: &str) -> DynamoStore {
+    DynamoStore::connect(&DynamoArgs {
+        endpoint: Some(dynalite.endpoint()),
+        region: "us-east-1".into(),
+        table: table.into(),
+    })
+    .await
+}
+
+impl Env {
+    pub async fn start() -> Self {
+        Self::with_dynalite(Dynalite::start()).await
+    }
+
+    pub async fn with_dynalite(dynalite: Dynalite) -> Self {
+        let redis = RedisServer::start();
+        let hot = RedisHotState::connect(&redis.url()).expect("redis client");
+        let store = dynamo(&dynalite, &table_name()).await;
+        store.ensure_table(true).await.expect("table");
+        Self {
+            redis,
+            dynalite,
+            hot,
+            store,
+        }
+    }
+
+    pub fn hot(&self) -> Arc<dyn HotState> {
+        Arc::new(self.hot.clone())
+    }
+}
+
+/// Settings for an in-process saver: free ports, a short interval and lease, quick retries.
+pub fn settings() -> SaverSettings {
+    SaverSettings {
+        interval: Duration::from_millis(INTERVAL_MS),
+        lease: Duration::from_millis(2000),
+        http_addr: Some("127.0.0.1:0".parse().unwrap()),
+        grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+        create_table: true,
+        shutdown_grace: Duration::from_secs(10),
+        max_projects_per_pass: 1000,
+        concurrency: 4,
+        max_attempts: 6,
+        backoff_base: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(100),
+        operator_token: None,
+        owner: format!("test-saver-{}", uuid::Uuid::new_v4().simple()),
+        table: table_name(),
+        store_retry: Duration::from_millis(100),
+    }
+}
+
+/// An in-process saver; cancelled (with final saves) on [`TestSaver::stop`].
+pub struct TestSaver {
+    pub running: Option<RunningSaver>,
+    pub shutdown: CancellationToken,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub metrics: Arc<canvas_saver::Metrics>,
+}
+
+pub async fn spawn_saver(
+    hot: Arc<dyn HotState>,
+    durable: Arc<dyn DurableStore>,
+    settings: SaverSettings,
+) -> TestSaver {
+    let shutdown = CancellationToken::new();
+    let running = Saver::new(settings, hot, durable)
+        .start(shutdown.clone())
+        .await
+        .expect("saver starts");
+    TestSaver {
+        http: running.http_addr.expect("http"),
+        grpc: running.grpc_addr.expect("grpc"),
+        metrics: Arc::clone(&running.metrics),
+        running: Some(running),
+        shutdown,
+    }
+}
+
+impl TestSaver {
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(Duration::from_secs(20), running.wait())
+                .await
+                .expect("saver stops in time")
+                .expect("saver stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestSaver {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.abort();
+        }
+    }
+}
+
+pub fn pid(s: &str) -> ProjectId {
+    ProjectId::parse(s).unwrap()
+}
+
+pub fn oid(s: &str) -> ObjectId {
+    ObjectId::parse(s).unwrap()
+}
+
+static LIMITS: std::sync::LazyLock<Limits> = std::sync::LazyLock::new(Limits::default);
+
+fn ctx() -> EditContext<'static> {
+    EditContext {
+        by: "tester",
+        origin: "test-conn",
+        now_ms: canvas_shared::time::now_ms(),
+        limits: &LIMITS,
+    }
+}
+
+/// Loads an empty project, as a gateway does for a project the durable store does not hold.
+pub async fn open(hot: &dyn HotState, project: &str) {
+    hot.load(&pid(project), &[], 0).await.expect("load");
+}
+
+pub async fn create(hot: &dyn HotState, project: &str, object: Value) -> Applied {
+    let object = NewObject::from_json(object, &LIMITS).expect("valid object");
+    hot.apply(&pid(project), &Edit::Create(object), ctx())
+        .await
+        .expect("create applied")
+}
+
+pub async fn update(hot: &dyn HotState, project: &str, id: &str, patch: Value) -> Applied {
+    let id = oid(id);
+    let patch = Patch::from_json(&id, patch, &LIMITS).expect("valid patch");
+    hot.apply(&pid(project), &Edit::Update { id, patch }, ctx())
+        .await
+        .expect("update applied")
+}
+
+pub async fn delete(hot: &dyn HotState, project: &str, id: &str) -> Applied {
+    hot.apply(&pid(project), &Edit::Delete { id: oid(id) }, ctx())
+        .await
+        .expect("delete applied")
+}
+
+pub fn rect(id: &str, x: i64) -> Value {
+    serde_json::json!({"id": id, "type": "rect", "x": x, "y": 2, "fill": "#f00", "tags": [], "meta": {}})
+}
+
+/// Every item of a project, read back with Query (all pages), as object id → object JSON (with `version`).
+pub async fn query(store: &DynamoStore, project: &str) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = store
+            .client()
+            .query()
+            .table_name(store.table())
+            .key_condition_expression("projectId = :p")
+            .expression_attribute_values(":p", AttributeValue::S(project.into()))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("query");
+        for raw in page.items() {
+            let object = item::from_item(raw).expect("our item");
+            assert!(
+                matches!(raw.get("updatedAt"), Some(AttributeValue::N(_))),
+                "updatedAt is a number"
+            );
+            assert!(
+                matches!(raw.get("version"), Some(AttributeValue::N(_))),
+                "version is a number"
+            );
+            out.insert(
+                object.id.to_string(),
+                serde_json::from_str(&object.json).unwrap(),
+            );
+        }
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The project's objects in the hot state, as object id → JSON.
+pub async fn hot_objects(hot: &dyn HotState, project: &str) -> BTreeMap<String, Value> {
+    hot.snapshot(&pid(project))
+        .await
+        .expect("snapshot")
+        .objects
+        .iter()
+        .map(|json| {
+            let v: Value = serde_json::from_str(json).unwrap();
+            (v["id"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+/// Polls until `check` is true or the timeout passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until nothing is dirty or being saved.
+pub async fn wait_clean(hot: &dyn HotState, timeout: Duration) {
+    wait_until(timeout, "no dirty projects", || async {
+        hot.dirty_summary()
+            .await
+            .map(|s| s.count == 0)
+            .unwrap_or(false)
+    })
+    .await;
+}
+
+/// Asserts DynamoDB holds exactly what the hot state holds for the project.
+pub async fn assert_persisted(hot: &dyn HotState, store: &DynamoStore, project: &str) {
+    let want = hot_objects(hot, project).await;
+    let got = query(store, project).await;
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "object ids of {project}"
+    );
+    for (id, object) in &want {
+        assert_eq!(&got[id], object, "object {project}/{id}");
+    }
+}
+
+/// A minimal HTTP/1.1 GET (no client crate needed): status and body.
+pub async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub async fn metrics_json(addr: SocketAddr) -> Value {
+    let (status, body) = http_get(addr, "/metrics", None).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("metrics JSON")
+}

@@ -1,0 +1,377 @@
+//! The saver against real redis-server and dynalite: what lands in DynamoDB, how many writes it takes, edits
+//! racing a save, throttling and partial batches, lost leases, and two savers sharing the work.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use canvas_shared::durable::dynamo::DynamoStore;
+use canvas_shared::durable::faulty::FaultyStore;
+use canvas_shared::durable::{DurableError, DurableStore, ItemWrite};
+use canvas_shared::hot::StoredObject;
+use canvas_shared::ids::ProjectId;
+use canvas_shared::time::now_ms;
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn create_update_delete_reach_dynamodb() {
+    let env = Env::start().await;
+    let hot = env.hot();
+    open(hot.as_ref(), "p1").await;
+    for i in 0..3 {
+        create(hot.as_ref(), "p1", rect(&format!("o{i}"), i)).await;
+    }
+    update(
+        hot.as_ref(),
+        "p1",
+        "o0",
+        json!({"x": 15, "fill": null, "nested": {"a": [1, 2.5, "z"]}}),
+    )
+    .await;
+    update(
+        hot.as_ref(),
+        "p1",
+        "o0",
+        json!({"label": "héllo \"quoted\""}),
+    )
+    .await;
+    delete(hot.as_ref(), "p1", "o1").await;
+
+    let saver = spawn_saver(Arc::clone(&hot), Arc::new(env.store.clone()), settings()).await;
+    wait_clean(hot.as_ref(), Duration::from_secs(10)).await;
+    assert_persisted(hot.as_ref(), &env.store, "p1").await;
+    let items = query(&env.store, "p1").await;
+    assert_eq!(items.len(), 2);
+    assert_eq!(items["o0"]["version"], 3);
+    assert_eq!(items["o0"]["x"], 15);
+    assert!(items["o0"].get("fill").is_none());
+    assert_eq!(items["o0"]["nested"], json!({"a": [1, 2.5, "z"]}));
+
+    // A later delete and update travel the same path.
+    delete(hot.as_ref(), "p1", "o2").await;
+    update(hot.as_ref(), "p1", "o0", json!({"x": 16})).await;
+    wait_clean(hot.as_ref(), Duration::from_secs(10)).await;
+    assert_persisted(hot.as_ref(), &env.store, "p1").await;
+    let items = query(&env.store, "p1").await;
+    assert_eq!(items.keys().collect::<Vec<_>>(), ["o0"]);
+    assert_eq!(items["o0"]["version"], 4);
+
+    let m = metrics_json(saver.http).await;
+    assert_eq!(m["autoSave"]["totalObjectsSaved"], 5, "{m}");
+    assert_eq!(m["autoSave"]["failedSaves"], 0);
+    assert_eq!(m["autoSave"]["successRate"], 100.0);
+    saver.stop().await;
+}
+
+#[tokio::test]
+async fn five_objects_updated_ten_times_cost_five_writes() {
+    let env = Env::start().await;
+    let hot = env.hot();
+    open(hot.as_ref(), "wa").await;
+    for i in 0..5 {
+        create(hot.as_ref(), "wa", rect(&format!("o{i}"), 0)).await;
+    }
+    for round in 1..=10 {
+        for i in 0..5 {
+            update(hot.as_ref(), "wa", &format!("o{i}"), json!({"x": round})).await;
+        }
+    }
+    let store = FaultyStore::new(env.store.clone());
+    let faults = Arc::clone(&store.faults);
+    let saver = spawn_saver(Arc::clone(&hot), Arc::new(store), settings()).await;
+    wait_clean(hot.as_ref(), Duration::from_secs(10)).await;
+    assert_eq!(faults.items_written.load(Ordering::SeqCst), 5);
+    assert_eq!(faults.batches.load(Ordering::SeqCst), 1);
+    let m = metrics_json(saver.http).await;
+    assert_eq!(m["autoSave"]["totalObjectsSaved"], 5);
+    let items = query(&env.store, "wa").await;
+    assert!(items.values().all(|o| o["x"] == 10 && o["version"] == 11));
+    saver.stop().await;
+}
+
+#[tokio::test]
+async fn an_edit_during_a_save_is_saved_by_a_later_pass() {
+    let env = Env::start().await;
+    let hot = env.hot();
+    open(hot.as_ref(), "race").await;
+    create(hot.as_ref(), "race", rect("o1", 1)).await;
+    let store = FaultyStore::new(env.store.clone());
+    let faults = Arc::clone(&store.faults);
+    faults.delay_ms.store(600, Ordering::SeqCst);
+    let saver = spawn_saver(Arc::clone(&hot), Arc::new(store), settings()).await;
+
+    // The first save is now held open inside BatchWriteItem.
+    wait_until(Duration::from_secs(5), "first batch in flight", || async {
+        faults.batches.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    update(hot.as_ref(), "race", "o1", json!({"x": 2})).await;
+    create(hot.as_ref(), "race", rect("o2", 5)).await;
+    faults.delay_ms.store(0, Ordering::SeqCst);
+
+    // The first pass ends having saved the old state; the project must still be dirty for the new edits.
+    wait_until(Duration::from_secs(5), "first pass done", || async {
+        saver.metrics.auto_save().total_saves >= 1
+    })
+    .await;
+    wait_clean(hot.as_ref(), Duration::from_secs(10)).await;
+    assert_persisted(hot.as_ref(), &env.store, "race").await;
+    let items = query(&env.store, "race").await;
+    assert_eq!(items["o1"]["x"], 2);
+    assert_eq!(items["o1"]["version"], 2);
+    assert!(items.contains_key("o2"));
+    assert!(saver.metrics.auto_save().total_saves >= 2);
+    saver.stop().await;
+}
+
+#[tokio::test]
+async fn throttling_and_partial_batches_still_land() {
+    let env = Env::start().await;
+    let hot = env.hot();
+    for p in ["t1", "t2"] {
+        open(hot.as_ref(), p).await;
+        for i in 0..40 {
+            create(hot.as_ref(), p, rect(&format!("o{i}"), i)).await;
+        }
+    }
+    let store = FaultyStore::new(env.store.clone());
+    let faults = Arc::clone(&store.faults);
+    faults.throttle_next.store(3, Ordering::SeqCst);
+    faults.partial_next.store(3, Ordering::SeqCst);
+    let mut s = settings();
+    s.max_attempts = 10;
+    let saver = spawn_saver(Arc::clone(&hot), Arc::new(store), s).await;
+    wait_clean(hot.as_ref(), Duration::from_secs(10)).await;
+    for p in ["t1", "t2"] {
+        assert_persisted(hot.as_ref(), &env.store, p).await;
+    }
+    assert_eq!(faults.throttle_next.load(Ordering::SeqCst), 0);
+    assert_eq!(faults.partial_next.load(Ordering::SeqCst), 0);
+    assert_eq!(faults.items_written.load(Ordering::SeqCst), 80);
+    let a = saver.metrics.auto_save();
+    assert!(a.retries >= 6, "retries counted: {}", a.retries);
+    assert_eq!(a.failed_saves, 0);
+    assert_eq!(a.total_objects_saved, 80);
+    saver.stop().await;
+}
+
+#[tokio::test]
+async fn a_save_that_lost_its_lease_does_not_write() {
+    let env = Env::start().await;
+    let hot = env.hot();
+    open(hot.as_ref(), "lease").await;
+    for i in 0..50 {
+        create(hot.as_ref(), "lease", rect(&format!("o{i:02}"), i)).await;
+    }
+    let store = FaultyStore::new(env.store.clone());
+    let faults = Arc::clone(&store.faults);
+    faults.delay_ms.store(700, Ordering::SeqCst);
+    let mut s = settings();
+    s.concurrency = 1;
+    s.lease = Duration::from_millis(3000);
+    let saver = spawn_saver(Arc::clone(&hot), Arc::new(store), s).await;
+    wait_until(Duration::from_secs(5), "first batch in flight", || async {
+        faults.batches.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+
+    // The lease runs out (as if the saver had stalled) and another saver takes the project over.
+    env.redis.cli(&["ZADD", "canvas:leases", "0", "lease"]);
+    let stolen = hot
+        .claim_dirty("intruder", 10, 60_000, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(stolen.len(), 1);
+    assert_eq!(stolen[0].project.as_str(), "lease");
+
+    wait_until(
+        Duration::from_secs(5),
+        "pass ends with a lost lease",
+        || async { saver.metrics.auto_save().lost_leases == 1 },
+    )
+    .await;
+    // Only the request already in flight landed; nothing was sent after the takeover.
+    assert_eq!(faults.batches.load(Ordering::SeqCst), 1);
+    assert_eq!(faults.items_written.load(Ordering::SeqCst), 25);
+    assert_eq!(query(&env.store, "lease").await.len(), 25);
+    // The lost claim was neither completed nor put back: the new owner holds all of the work.
+    let held = hot.read_claim(&stolen[0]).await.unwrap();
+    assert_eq!(held.len(), 50);
+    assert!(saver
+        .metrics
+        .auto_save()
+        .recent_errors
+        .iter()
+        .any(|e| e.message.contains("lease lost")));
+
+    // The new owner gives up; the saver saves everything.
+    faults.delay_ms.store(0, Ordering::SeqCst);
+    hot.abandon_claim(&stolen[0]).await.unwrap();
+    wait_clean(hot.as_ref(), Duration::from_secs(10)).await;
+    assert_persisted(hot.as_ref(), &env.store, "lease").await;
+    saver.stop().await;
+}
+
+/// Records, per project, which savers have a write in flight, and counts moments when two did at once.
+#[derive(Clone)]
+struct Recording {
+    inner: DynamoStore,
+    owner: &'static str,
+    in_flight: Arc<Mutex<HashMap<ProjectId, Vec<&'static str>>>>,
+    overlaps: Arc<AtomicUsize>,
+    writes: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl DurableStore for Recording {
+    async fn write_batch(&self, writes: &[ItemWrite]) -> Result<Vec<ItemWrite>, DurableError> {
+        let mut projects: Vec<ProjectId> = writes.iter().map(|w| w.project.clone()).collect();
+        projects.sort();
+        projects.dedup();
+        {
+            let mut book = self.in_flight.lock().unwrap();
+            for p in &projects {
+                let owners = book.entry(p.clone()).or_default();
+                if owners.iter().any(|o| *o != self.owner) {
+                    self.overlaps.fetch_add(1, Ordering::SeqCst);
+                }
+                owners.push(self.owner);
+            }
+        }
+        // Hold the request open a little so that overlaps, if the claims allowed them, would show.
+        tokio::time::sleep(Duration::from_millis(rand::random_range(0..15))).await;
+        let result = self.inner.write_batch(writes).await;
+        {
+            let mut book = self.in_flight.lock().unwrap();
+            for p in &projects {
+                if let Some(owners) = book.get_mut(p) {
+                    if let Some(i) = owners.iter().position(|o| *o == self.owner) {
+                        owners.remove(i);
+                    }
+                }
+            }
+        }
+        if let Ok(unprocessed) = &result {
+            self.writes
+                .fetch_add(writes.len() - unprocessed.len(), Ordering::SeqCst);
+        }
+        result
+    }
+
+    async fn load_project(&self, project: &ProjectId) -> Result<Vec<StoredObject>, DurableError> {
+        self.inner.load_project(project).await
+    }
+
+    async fn ensure_table(&self, create: bool) -> Result<(), DurableError> {
+        self.inner.ensure_table(create).await
+    }
+
+    async fn ping(&self) -> Result<(), DurableError> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn two_savers_share_200_projects_without_overlap_or_loss() {
+    let env = Env::start().await;
+    let hot = env.hot();
+    let projects: Vec<String> = (0..200).map(|i| format!("proj{i:03}")).collect();
+    for p in &projects {
+        open(hot.as_ref(), p).await;
+    }
+    let in_flight = Arc::new(Mutex::new(HashMap::new()));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let writes = Arc::new(AtomicUsize::new(0));
+    let store = |owner| Recording {
+        inner: env.store.clone(),
+        owner,
+        in_flight: Arc::clone(&in_flight),
+        overlaps: Arc::clone(&overlaps),
+        writes: Arc::clone(&writes),
+    };
+    let mut s = settings();
+    s.interval = Duration::from_millis(100);
+    s.lease = Duration::from_millis(1500);
+    s.max_projects_per_pass = 40;
+    let a = spawn_saver(Arc::clone(&hot), Arc::new(store("a")), s.clone()).await;
+    s.owner = "saver-b".into();
+    let b = spawn_saver(Arc::clone(&hot), Arc::new(store("b")), s).await;
+
+    // Edits keep coming while both savers run: every project gets creates, updates and deletes.
+    let mut exists: Vec<[bool; 5]> = vec![[false; 5]; projects.len()];
+    let started = tokio::time::Instant::now();
+    let mut round: i64 = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        for (i, p) in projects.iter().enumerate() {
+            if (i as i64 + round) % 3 != 0 {
+                continue;
+            }
+            let k = rand::random_range(0..5);
+            let id = format!("o{k}");
+            if !exists[i][k] {
+                create(hot.as_ref(), p, rect(&id, round)).await;
+                exists[i][k] = true;
+            } else if rand::random_range(0..10) < 3 {
+                delete(hot.as_ref(), p, &id).await;
+                exists[i][k] = false;
+            } else {
+                update(hot.as_ref(), p, &id, json!({"x": round})).await;
+            }
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_clean(hot.as_ref(), Duration::from_secs(20)).await;
+    for p in &projects {
+        assert_persisted(hot.as_ref(), &env.store, p).await;
+    }
+    assert_eq!(
+        overlaps.load(Ordering::SeqCst),
+        0,
+        "a project was saved by both savers at once"
+    );
+    let (ma, mb) = (a.metrics.auto_save(), b.metrics.auto_save());
+    assert!(
+        ma.successful_saves > 0 && mb.successful_saves > 0,
+        "both savers took part: {} / {}",
+        ma.successful_saves,
+        mb.successful_saves
+    );
+    assert_eq!(ma.failed_saves + mb.failed_saves, 0);
+    assert_eq!(
+        (ma.total_objects_saved + mb.total_objects_saved) as usize,
+        writes.load(Ordering::SeqCst)
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_project_of_10000_changed_objects_is_saved() {
+    let env = Env::start().await;
+    let hot = env.hot();
+    open(hot.as_ref(), "big").await;
+    let edits = (0..10_000).map(|i| {
+        let hot = Arc::clone(&hot);
+        async move {
+            create(hot.as_ref(), "big", rect(&format!("o{i:05}"), i)).await;
+        }
+    });
+    futures_util::StreamExt::for_each(
+        futures_util::StreamExt::buffer_unordered(futures_util::stream::iter(edits), 64),
+        |()| async {},
+    )
+    .await;
+    let mut s = settings();
+    s.concurrency = 8;
+    let saver = spawn_saver(Arc::clone(&hot), Arc::new(env.store.clone()), s).await;
+    wait_clean(hot.as_ref(), Duration::from_secs(30)).await;
+    assert_eq!(query(&env.store, "big").await.len(), 10_000);
+    assert_eq!(saver.metrics.auto_save().failed_saves, 0);
+    saver.stop().await;
+}
