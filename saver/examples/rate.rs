@@ -99,6 +99,7 @@ async fn main() {
         endpoint: Some(dynalite.endpoint()),
         region: "us-east-1".into(),
         table: "canvas_objects".into(),
+        max_attempts: 3,
     })
     .await;
     store.ensure_table(true).await.expect("table");

@@ -29,6 +29,26 @@ pub struct DynamoArgs {
     /// DynamoDB table name.
     #[arg(long = "table", env = "CANVAS_TABLE", default_value = "canvas_objects")]
     pub table: String,
+    /// Attempts the AWS SDK makes per request (its own retries, inside ours). The saver retries with its own
+    /// backoff, so 1 keeps failures quick to see; cold loads benefit from the default.
+    #[arg(
+        long = "dynamodb-max-attempts",
+        env = "DYNAMODB_MAX_ATTEMPTS",
+        default_value_t = 3
+    )]
+    pub max_attempts: u32,
+}
+
+impl DynamoArgs {
+    /// DynamoDB Local / dynalite at `endpoint`, with the default region and SDK retries.
+    pub fn local(endpoint: impl Into<String>, table: impl Into<String>) -> Self {
+        Self {
+            endpoint: Some(endpoint.into()),
+            region: "us-east-1".into(),
+            table: table.into(),
+            max_attempts: 3,
+        }
+    }
 }
 
 /// Log and trace output.

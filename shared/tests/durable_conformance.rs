@@ -80,6 +80,7 @@ async fn connect_dynamo(endpoint: &str, table: &str) -> DynamoStore {
         endpoint: Some(endpoint.to_string()),
         region: "us-east-1".into(),
         table: table.into(),
+        max_attempts: 3,
     })
     .await
 }

@@ -43,6 +43,7 @@ pub async fn dynamo(dynalite: &Dynalite, table: &str) -> DynamoStore {
         endpoint: Some(dynalite.endpoint()),
         region: "us-east-1".into(),
         table: table.into(),
+        max_attempts: 3,
     })
     .await
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::config::Credentials;
@@ -38,7 +39,8 @@ impl DynamoStore {
             .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(args.region.clone()))
-            .timeout_config(timeouts);
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(args.max_attempts.max(1)));
         if let Some(endpoint) = &args.endpoint {
             loader = loader.endpoint_url(endpoint);
             if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
