@@ -1,13 +1,17 @@
 //! The one-process dev mode: gateway and saver logic in one process, on an in-memory hot state (same semantics
 //! as Redis) and an embedded on-disk durable store (redb, under `./data`). No servers needed.
+//!
+//! The saver's figures are served beside the gateway's routes under `/saver/` (`/saver/metrics`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use canvas_gateway::auth::{Auth, AuthArgs};
 use canvas_gateway::config::TuningArgs;
-use canvas_gateway::{serve, shutdown, AppState};
+use canvas_gateway::{serve_with, shutdown, AppState};
+use canvas_saver::{Saver, SaverSettings};
 use canvas_shared::config::{LimitsArgs, TelemetryArgs};
 use canvas_shared::durable::embedded::EmbeddedStore;
 use canvas_shared::hot::memory::MemoryHotState;
@@ -25,13 +29,19 @@ struct Config {
     #[arg(long = "data-dir", env = "CANVAS_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
     /// Save interval (ms).
-    #[arg(long = "save-interval-ms", env = "SAVE_INTERVAL_MS", default_value_t = 5000)]
+    #[arg(
+        long = "save-interval-ms",
+        env = "SAVE_INTERVAL_MS",
+        default_value_t = 5000
+    )]
     save_interval_ms: u64,
     /// Require JWTs even in dev mode (set CANVAS_JWT_SECRET too).
     #[arg(long = "auth", env = "CANVAS_DEV_AUTH", default_value_t = false)]
     auth: bool,
     #[command(flatten)]
     limits: LimitsArgs,
+    #[command(flatten)]
+    tuning: TuningArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
     #[command(flatten)]
@@ -45,7 +55,9 @@ async fn main() -> anyhow::Result<()> {
     let auth = if config.auth {
         Auth::from_args(&config.jwt)?
     } else {
-        tracing::warn!("dev mode: AUTH IS OFF, every client edits every project (pass --auth to require JWTs)");
+        tracing::warn!(
+            "dev mode: AUTH IS OFF, every client edits every project (pass --auth to require JWTs)"
+        );
         Auth::Disabled
     };
     let db_path = config.data_dir.join("canvas.redb");
@@ -59,10 +71,26 @@ async fn main() -> anyhow::Result<()> {
         durable.clone(),
         (&config.limits).into(),
         auth,
-        TuningArgs::default(),
+        config.tuning.clone(),
         shutdown.clone(),
     );
-    println!("canvas is running: open http://{addr}/ (data in {})", db_path.display());
-    serve(listener, state).await?;
+    let saver = Saver::new(
+        SaverSettings {
+            interval: Duration::from_millis(config.save_interval_ms),
+            ..SaverSettings::default()
+        },
+        hot,
+        durable,
+    );
+    let saver_routes = axum::Router::new().nest("/saver", saver.http_router());
+    let saver = saver.start(shutdown.clone()).await?;
+    println!(
+        "canvas is running: open http://{addr}/ (data in {})",
+        db_path.display()
+    );
+    serve_with(listener, state, saver_routes).await?;
+    // The saver makes its final save of everything dirty before it stops.
+    saver.wait().await?;
+    println!("canvas stopped; everything is saved");
     Ok(())
 }

@@ -51,6 +51,9 @@ pub struct TuningArgs {
         default_value_t = 10_000
     )]
     pub shutdown_grace_ms: u64,
+
+    #[command(flatten)]
+    pub abuse: AbuseArgs,
 }
 
 impl Default for TuningArgs {
@@ -58,6 +61,124 @@ impl Default for TuningArgs {
         Self {
             outgoing_queue: 1024,
             shutdown_grace_ms: 10_000,
+            abuse: AbuseArgs::default(),
         }
+    }
+}
+
+/// Default sustained edits per second per connection: far above what a person does (the demo client sends a
+/// dragged object's position every 150 ms), low enough that one runaway client cannot take a real share of Redis.
+pub const DEFAULT_EDITS_PER_SECOND: f64 = 100.0;
+/// Default edit burst per connection: lets bulk operations (paste or move a few hundred objects at once) through.
+pub const DEFAULT_EDIT_BURST: u32 = 500;
+/// Default open WebSocket connections per user (`sub`) on one gateway.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 64;
+/// Default open WebSocket connections per client IP on one gateway.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+
+/// Abuse limits (see `docs/security.md`). Frame, object and project-size limits are in `LimitsArgs`, the
+/// outgoing queue bound in [`TuningArgs`].
+#[derive(clap::Args, Debug, Clone)]
+pub struct AbuseArgs {
+    /// Edits (create, update, delete) and resyncs one connection may send per second, sustained (token bucket
+    /// refill rate); beyond it they are refused with `rate_limited`. 0 = unlimited.
+    #[arg(
+        long = "max-edits-per-second",
+        env = "CANVAS_MAX_EDITS_PER_SECOND",
+        default_value_t = DEFAULT_EDITS_PER_SECOND
+    )]
+    pub edits_per_second: f64,
+    /// Edits one connection may send in a burst (token bucket size).
+    #[arg(
+        long = "edit-burst",
+        env = "CANVAS_EDIT_BURST",
+        default_value_t = DEFAULT_EDIT_BURST
+    )]
+    pub edit_burst: u32,
+    /// Open WebSocket connections one user (JWT `sub`) may hold on this gateway; more get HTTP 429.
+    /// 0 = unlimited. Not applied when auth is disabled (everyone is `anonymous`).
+    #[arg(
+        long = "max-connections-per-user",
+        env = "CANVAS_MAX_CONNECTIONS_PER_USER",
+        default_value_t = DEFAULT_MAX_CONNECTIONS_PER_USER
+    )]
+    pub max_connections_per_user: usize,
+    /// Open WebSocket connections one client IP may hold on this gateway; more get HTTP 429. 0 = unlimited.
+    #[arg(
+        long = "max-connections-per-ip",
+        env = "CANVAS_MAX_CONNECTIONS_PER_IP",
+        default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP
+    )]
+    pub max_connections_per_ip: usize,
+    /// Browser origins allowed to connect (comma separated, e.g. `https://canvas.example.com`). Empty = all.
+    /// A request with an `Origin` header not in the list gets HTTP 403; requests without one (non-browser
+    /// clients) are allowed.
+    #[arg(
+        long = "allowed-origins",
+        env = "CANVAS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Take the client IP for the per-IP limit from the last `X-Forwarded-For` entry (set it only behind a
+    /// proxy that adds that header, e.g. the HAProxy of deploy/).
+    #[arg(
+        long = "trust-forwarded-for",
+        env = "CANVAS_TRUST_FORWARDED_FOR",
+        default_value_t = false
+    )]
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for AbuseArgs {
+    fn default() -> Self {
+        Self {
+            edits_per_second: DEFAULT_EDITS_PER_SECOND,
+            edit_burst: DEFAULT_EDIT_BURST,
+            max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            allowed_origins: Vec::new(),
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_defaults_match_default_impls() {
+        let config = Config::try_parse_from(["gateway", "--auth-disabled"]).unwrap();
+        let abuse = config.tuning.abuse;
+        let expected = AbuseArgs::default();
+        assert_eq!(abuse.edits_per_second, expected.edits_per_second);
+        assert_eq!(abuse.edit_burst, expected.edit_burst);
+        assert_eq!(
+            abuse.max_connections_per_user,
+            expected.max_connections_per_user
+        );
+        assert_eq!(
+            abuse.max_connections_per_ip,
+            expected.max_connections_per_ip
+        );
+        assert_eq!(abuse.trust_forwarded_for, expected.trust_forwarded_for);
+        assert_eq!(
+            config.tuning.outgoing_queue,
+            TuningArgs::default().outgoing_queue
+        );
+    }
+
+    #[test]
+    fn origins_are_comma_separated() {
+        let config = Config::try_parse_from([
+            "gateway",
+            "--allowed-origins",
+            "https://a.example,https://b.example",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.tuning.abuse.allowed_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
     }
 }

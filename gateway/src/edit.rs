@@ -10,6 +10,11 @@ use crate::loader;
 use crate::state::AppState;
 
 /// Applies `edit` by `user` from connection `origin`.
+#[tracing::instrument(
+    name = "apply_edit",
+    skip_all,
+    fields(project = %project, kind = edit.kind(), object = %edit.object_id(), seq, result)
+)]
 pub async fn apply(
     state: &AppState,
     project: &ProjectId,
@@ -33,6 +38,16 @@ pub async fn apply(
         }
         other => other,
     };
+    let result = match &applied {
+        Ok(_) => "ok",
+        Err(e) => e.to_rejection().code.as_str(),
+    };
+    state.metrics.record_edit(edit.kind(), result);
+    let span = tracing::Span::current();
+    span.record("result", result);
+    if let Ok(a) = &applied {
+        span.record("seq", a.seq);
+    }
     match &applied {
         Ok(a) => state.hub.observe_seq(project, a.seq),
         Err(HotError::Unavailable(e)) => {

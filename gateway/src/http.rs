@@ -1,28 +1,37 @@
 //! The gateway's HTTP surface: the WebSocket upgrade, health and readiness, the read-only objects API and the
-//! demo page. Handlers are thin: checks in contract order (project id, then token), then one call.
+//! demo page. Handlers are thin: checks in contract order, then one call. The order is: project id (400), browser
+//! Origin (403), token (401, or 403 when it grants no role on the project), then, for an upgrade only, the
+//! connection limits per user and per IP (429).
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use canvas_shared::ProjectId;
 
 use crate::auth::Identity;
 use crate::error::ApiError;
+use crate::limits::Admission;
 use crate::state::AppState;
 use crate::{loader, socket};
 
+/// The gateway's routes. Connection counters live here, one set per router (one per gateway).
 pub fn router(state: AppState) -> Router {
+    let admission = std::sync::Arc::new(Admission::new(&state.tuning.abuse));
     Router::new()
         .route("/ws/projects/{project}", get(upgrade))
         .route("/api/projects/{project}/objects", get(objects))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics/prometheus", get(prometheus))
         .route(
             "/",
             get(|| async {
@@ -45,7 +54,24 @@ pub fn router(state: AppState) -> Router {
             "/style.css",
             get(|| async { page("text/css; charset=utf-8", include_str!("../web/style.css")) }),
         )
+        .layer(Extension(admission))
         .with_state(state)
+}
+
+/// The TCP peer's IP, when the server was started with connect info (see [`crate::serve`]).
+pub struct PeerIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(PeerIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip()),
+        ))
+    }
 }
 
 fn page(content_type: &'static str, body: &'static str) -> Response {
@@ -59,15 +85,17 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// Checks the project id, then the credential.
+/// Checks the project id, then the browser origin, then the credential.
 fn admit(
     state: &AppState,
+    admission: &Admission,
     raw_project: &str,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<(ProjectId, Identity), ApiError> {
     let project = ProjectId::parse(raw_project)
         .map_err(|e| ApiError::BadRequest(format!("invalid project id: {e}")))?;
+    admission.origins.check(headers)?;
     let identity =
         state
             .auth
@@ -77,14 +105,19 @@ fn admit(
 
 async fn upgrade(
     State(state): State<AppState>,
+    Extension(admission): Extension<std::sync::Arc<Admission>>,
+    PeerIp(peer): PeerIp,
     Path(raw_project): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let (project, identity) = match admit(&state, &raw_project, &headers, &query) {
+    let (project, identity) = match admit(&state, &admission, &raw_project, &headers, &query) {
         Ok(admitted) => admitted,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            tracing::debug!(project = %raw_project, peer = ?peer, error = %e, "upgrade refused");
+            return e.into_response();
+        }
     };
     if state.shutdown.is_cancelled() {
         return ApiError::Unavailable("gateway is shutting down".into()).into_response();
@@ -93,19 +126,30 @@ async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
+    // Counted from here until the socket task ends (or the upgrade fails): the guard goes with it.
+    let user = state.auth.enabled().then_some(identity.user.as_str());
+    let ip = admission.client_ip(peer, &headers);
+    let guard = match admission.connections.acquire(user, ip) {
+        Ok(guard) => guard,
+        Err(e) => {
+            tracing::info!(%project, user = %identity.user, ip = ?ip, error = %e, "connection limit reached");
+            return e.into_response();
+        }
+    };
     let max = state.limits.max_frame_bytes;
     ws.max_frame_size(max)
         .max_message_size(max)
-        .on_upgrade(move |socket| socket::run(state, socket, project, identity))
+        .on_upgrade(move |socket| socket::run(state, socket, project, identity, guard))
 }
 
 async fn objects(
     State(state): State<AppState>,
+    Extension(admission): Extension<std::sync::Arc<Admission>>,
     Path(raw_project): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let (project, _identity) = match admit(&state, &raw_project, &headers, &query) {
+    let (project, _identity) = match admit(&state, &admission, &raw_project, &headers, &query) {
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
@@ -133,4 +177,16 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => ApiError::Unavailable(format!("redis unreachable: {e}")).into_response(),
     }
+}
+
+/// Prometheus text exposition of this gateway's figures.
+async fn prometheus(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }

@@ -11,6 +11,7 @@ use canvas_shared::ProjectId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::GatewayMetrics;
 use crate::outbound::Outbound;
 
 /// A local connection as the hub sees it.
@@ -33,6 +34,7 @@ pub struct Hub {
     bus: Arc<dyn Bus>,
     /// Serializes subscribe/unsubscribe so a quick leave-then-join cannot end unsubscribed.
     subscriptions: tokio::sync::Mutex<()>,
+    metrics: Arc<GatewayMetrics>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -41,13 +43,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Hub {
     /// Opens the bus and starts delivering its messages.
-    pub fn start(hot: &dyn HotState) -> Arc<Self> {
+    pub fn start(hot: &dyn HotState, metrics: Arc<GatewayMetrics>) -> Arc<Self> {
         let (events_tx, events_rx) = mpsc::channel(8192);
         let bus = hot.open_bus(events_tx);
         let hub = Arc::new(Self {
             rooms: Mutex::new(HashMap::new()),
             bus,
             subscriptions: tokio::sync::Mutex::new(()),
+            metrics,
         });
         tokio::spawn(deliver(Arc::downgrade(&hub), events_rx));
         hub
@@ -120,8 +123,23 @@ impl Hub {
             return;
         };
         room.last_seq = room.last_seq.max(message.seq);
+        let span = match (&message.trace, message.seq) {
+            (Some(parent), seq) if seq > 0 => {
+                let span = tracing::info_span!(
+                    "fan_out",
+                    project = %message.project,
+                    seq,
+                    recipients = room.members.len().saturating_sub(1)
+                );
+                canvas_shared::telemetry::set_remote_parent(&span, parent);
+                span
+            }
+            _ => tracing::Span::none(),
+        };
+        let _entered = span.enter();
         for (conn, member) in &room.members {
-            let outbound = if **conn == *message.origin {
+            let own = **conn == *message.origin;
+            let outbound = if own {
                 if message.seq == 0 {
                     continue;
                 }
@@ -132,9 +150,20 @@ impl Hub {
                     frame: Arc::clone(&message.frame),
                 }
             };
-            if member.tx.try_send(outbound).is_err() {
-                // Full (the client stopped reading) or closed: never let one client stall the others.
-                member.kill.cancel();
+            match member.tx.try_send(outbound) {
+                Ok(()) => {
+                    if !own {
+                        self.metrics.fanout_messages.inc();
+                    }
+                }
+                // Full (the client stopped reading): never let one client stall the others.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if !member.kill.is_cancelled() {
+                        self.metrics.slow_clients_dropped.inc();
+                    }
+                    member.kill.cancel();
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
     }
@@ -145,11 +174,14 @@ async fn deliver(hub: Weak<Hub>, mut events: mpsc::Receiver<BusEvent>) {
         let Some(hub) = hub.upgrade() else { return };
         match event {
             BusEvent::Message(message) => hub.deliver_message(message),
-            BusEvent::Resubscribed => hub.each_member(|m| {
-                if m.tx.try_send(Outbound::Resync { req_id: None }).is_err() {
-                    m.kill.cancel();
-                }
-            }),
+            BusEvent::Resubscribed => {
+                hub.metrics.pubsub_reconnects.inc();
+                hub.each_member(|m| {
+                    if m.tx.try_send(Outbound::Resync { req_id: None }).is_err() {
+                        m.kill.cancel();
+                    }
+                })
+            }
             BusEvent::Disconnected => {}
         }
     }

@@ -7,6 +7,7 @@
 //! - [`socket`]: one client connection; [`outbound`]: ordering of what it is sent.
 //! - [`edit`]: where an edit is applied; [`loader`]: cold load of projects from the durable store.
 //! - [`hub`]: local fan-out and pub/sub subscriptions; [`presence`]: cursor rate limits.
+//! - [`limits`]: abuse limits (edit rate, connections per user and per IP, Origin allow-list).
 
 pub mod auth;
 pub mod config;
@@ -14,7 +15,9 @@ pub mod edit;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod loader;
+pub mod metrics;
 pub mod outbound;
 pub mod presence;
 pub mod shutdown;
@@ -30,10 +33,21 @@ pub use state::AppState;
 /// Serves until `state.shutdown` is cancelled, then closes every socket with 1001 and waits for them (at most
 /// `grace`) before returning.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    serve_with(listener, state, axum::Router::new()).await
+}
+
+/// [`serve`], with more routes beside the gateway's (the one-process dev mode adds the saver's).
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    extra: axum::Router,
+) -> std::io::Result<()> {
     let grace = Duration::from_millis(state.tuning.shutdown_grace_ms);
     let shutdown = state.shutdown.clone();
     let hub = std::sync::Arc::clone(&state.hub);
-    let app = http::router(state);
+    let app = http::router(state).merge(extra);
+    // The peer address feeds the per-IP connection limit.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });

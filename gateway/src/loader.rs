@@ -80,6 +80,9 @@ pub async fn ensure_loaded(state: &AppState, project: &ProjectId) -> Result<(), 
         })?;
         let floor = state.hub.last_seq(project);
         let installed = state.hot.load(project, &objects, floor).await.map_err(|e| e.to_rejection())?;
+        if installed {
+            state.metrics.cold_loads.inc();
+        }
         tracing::info!(%project, objects = objects.len(), installed, seq_floor = floor, "cold load");
         Ok(())
     }

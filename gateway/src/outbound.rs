@@ -6,7 +6,7 @@
 //! has come back through the bus, so that the sender sees acks and broadcasts in `seq` order too. If the bus
 //! lost the echo, the ack goes out after [`ACK_HOLD`] anyway: an ack is never withheld.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 /// The longest an ack waits for its echo.
 pub const ACK_HOLD: Duration = Duration::from_millis(250);
-/// Echoes remembered without their ack (the reply was lost, e.g. to a response timeout).
+/// Released-early acks remembered so that their late echo is ignored.
 const MAX_ORPHAN_ECHOES: usize = 1024;
 
 /// A message for one connection's writer.
@@ -26,83 +26,210 @@ pub enum Outbound {
     Echo { seq: u64 },
     /// The ack of this connection's edit.
     Ack { seq: u64, frame: String },
-    /// A reply outside the `seq` order (pong, error).
+    /// A reply outside the `seq` order (pong).
     Reply(String),
+    /// An error reply (outside the `seq` order), with its code for the metrics.
+    Error {
+        code: canvas_shared::ErrorCode,
+        frame: String,
+    },
     /// Send a fresh snapshot (on connect, on `resync`, after the bus lost messages).
     Resync { req_id: Option<String> },
     /// Close the socket with this code.
     Close { code: u16, reason: &'static str },
 }
 
-/// Orders acks after their echoes and drops broadcasts a snapshot already covers.
+/// A frame ready to send: shared by every recipient of a broadcast, or owned by one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Shared(Arc<str>),
+    Owned(String),
+}
+
+impl Frame {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Frame::Shared(s) => s,
+            Frame::Owned(s) => s,
+        }
+    }
+}
+
+impl From<Frame> for axum::extract::ws::Utf8Bytes {
+    fn from(frame: Frame) -> Self {
+        match frame {
+            Frame::Shared(s) => Self::from(&*s),
+            Frame::Owned(s) => Self::from(s),
+        }
+    }
+}
+
+/// One place in the outgoing order.
+#[derive(Debug)]
+enum Slot {
+    Ready(Frame),
+    /// This connection's own edit at this `seq` came back through the bus before its ack: everything after it
+    /// waits until the ack arrives (or the deadline passes).
+    AwaitingAck {
+        seq: u64,
+        until: Instant,
+    },
+}
+
+/// Puts a connection's acks and broadcasts in `seq` order and drops broadcasts a snapshot already covers.
+///
+/// The bus delivers every edit of a project in `seq` order, the connection's own ones as echoes. The ack of an
+/// own edit takes the echo's place in that order: if the ack comes first it waits for its echo; if the echo
+/// comes first, later frames wait for the ack. Either wait ends after [`ACK_HOLD`].
 #[derive(Debug, Default)]
 pub struct Sequencer {
     /// `seq` of the last snapshot sent: broadcasts at or below it are already in the client's state.
     floor: u64,
-    pending: BTreeMap<u64, (String, Instant)>,
-    echoed: BTreeSet<u64>,
+    /// Acks whose echo has not come yet.
+    early_acks: BTreeMap<u64, (String, Instant)>,
+    /// Frames held behind an echo whose ack has not come yet.
+    queue: VecDeque<Slot>,
+    /// Acks that gave up waiting for their echo; a late echo is then just ignored.
+    released_early: BTreeSet<u64>,
 }
 
 impl Sequencer {
-    /// A broadcast to send, unless the last snapshot covers it.
-    pub fn on_broadcast(&mut self, seq: u64, frame: Arc<str>) -> Option<Arc<str>> {
-        (seq == 0 || seq > self.floor).then_some(frame)
+    /// Another client's edit (or an ephemeral frame, `seq` 0).
+    pub fn on_broadcast(&mut self, seq: u64, frame: Arc<str>) -> Vec<Frame> {
+        if seq == 0 {
+            // Ephemeral frames are not part of the seq order.
+            return vec![Frame::Shared(frame)];
+        }
+        if seq <= self.floor {
+            return Vec::new();
+        }
+        self.push(Slot::Ready(Frame::Shared(frame)))
     }
 
-    /// The connection's own edit came back: its ack, if it is waiting.
-    pub fn on_echo(&mut self, seq: u64) -> Option<String> {
-        if let Some((frame, _)) = self.pending.remove(&seq) {
-            return Some(frame);
+    /// This connection's own edit came back through the bus.
+    pub fn on_echo(&mut self, seq: u64, now: Instant) -> Vec<Frame> {
+        if self.released_early.remove(&seq)
+            || seq <= self.floor && !self.early_acks.contains_key(&seq)
+        {
+            return Vec::new();
         }
-        self.echoed.insert(seq);
-        while self.echoed.len() > MAX_ORPHAN_ECHOES {
-            self.echoed.pop_first();
+        match self.early_acks.remove(&seq) {
+            Some((ack, _)) => self.push(Slot::Ready(Frame::Owned(ack))),
+            None => self.push(Slot::AwaitingAck {
+                seq,
+                until: now + ACK_HOLD,
+            }),
         }
-        None
     }
 
-    /// The ack to send now, or None if it waits for its echo.
-    pub fn on_ack(&mut self, seq: u64, frame: String, now: Instant) -> Option<String> {
-        if self.echoed.remove(&seq) || seq <= self.floor {
-            return Some(frame);
+    /// The ack of this connection's edit.
+    pub fn on_ack(&mut self, seq: u64, frame: String, now: Instant) -> Vec<Frame> {
+        let waiting = self
+            .queue
+            .iter()
+            .position(|slot| matches!(slot, Slot::AwaitingAck { seq: s, .. } if *s == seq));
+        if let Some(i) = waiting {
+            self.queue[i] = Slot::Ready(Frame::Owned(frame));
+            return self.drain();
         }
-        self.pending.insert(seq, (frame, now + ACK_HOLD));
-        None
+        if seq <= self.floor {
+            // A snapshot already covered this edit; the client still needs the reply to its request.
+            return vec![Frame::Owned(frame)];
+        }
+        self.early_acks.insert(seq, (frame, now + ACK_HOLD));
+        Vec::new()
     }
 
-    /// A snapshot at `seq` was sent: acks it covers go out, broadcasts it covers are dropped from now on.
-    pub fn on_snapshot(&mut self, seq: u64) -> Vec<String> {
+    /// A snapshot at `seq` was sent: acks it covers go out, broadcasts it covers are dropped.
+    pub fn on_snapshot(&mut self, seq: u64) -> Vec<Frame> {
         self.floor = seq;
-        self.echoed.retain(|s| *s > seq);
-        let later = self.pending.split_off(&(seq + 1));
-        let covered = std::mem::replace(&mut self.pending, later);
-        covered.into_values().map(|(frame, _)| frame).collect()
+        let mut out = Vec::new();
+        let held = std::mem::take(&mut self.queue);
+        for slot in held {
+            match slot {
+                Slot::Ready(Frame::Owned(ack)) => out.push(Frame::Owned(ack)),
+                Slot::Ready(Frame::Shared(frame)) => {
+                    self.queue.push_back(Slot::Ready(Frame::Shared(frame)))
+                }
+                waiting @ Slot::AwaitingAck { .. } => self.queue.push_back(waiting),
+            }
+        }
+        // Broadcasts the snapshot covers are dropped; echoes it covers no longer hold anything back.
+        self.queue.retain(|slot| match slot {
+            Slot::Ready(Frame::Shared(_)) => false,
+            Slot::Ready(Frame::Owned(_)) => true,
+            Slot::AwaitingAck { seq: s, .. } => *s > seq,
+        });
+        let later = self.early_acks.split_off(&(seq + 1));
+        let covered = std::mem::replace(&mut self.early_acks, later);
+        out.extend(covered.into_values().map(|(frame, _)| Frame::Owned(frame)));
+        out.extend(self.drain());
+        out
     }
 
-    /// Acks whose echo did not come in time.
-    pub fn overdue(&mut self, now: Instant) -> Vec<String> {
+    /// Frames whose wait is over.
+    pub fn overdue(&mut self, now: Instant) -> Vec<Frame> {
+        let mut out = Vec::new();
         let due: Vec<u64> = self
-            .pending
+            .early_acks
             .iter()
             .filter(|(_, (_, at))| *at <= now)
             .map(|(s, _)| *s)
             .collect();
-        due.into_iter()
-            .filter_map(|s| self.pending.remove(&s))
-            .map(|(frame, _)| frame)
-            .collect()
+        for seq in due {
+            if let Some((frame, _)) = self.early_acks.remove(&seq) {
+                self.released_early.insert(seq);
+                out.push(Frame::Owned(frame));
+            }
+        }
+        self.queue
+            .retain(|slot| !matches!(slot, Slot::AwaitingAck { until, .. } if *until <= now));
+        out.extend(self.drain());
+        self.trim_released();
+        out
     }
 
-    /// Every waiting ack, in `seq` order (the bus is known to have lost messages).
-    pub fn release_all(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.pending)
-            .into_values()
-            .map(|(frame, _)| frame)
-            .collect()
+    /// Everything held, in order (the bus is known to have lost messages).
+    pub fn release_all(&mut self) -> Vec<Frame> {
+        self.queue
+            .retain(|slot| !matches!(slot, Slot::AwaitingAck { .. }));
+        let mut out = self.drain();
+        let early = std::mem::take(&mut self.early_acks);
+        self.released_early.extend(early.keys().copied());
+        out.extend(early.into_values().map(|(frame, _)| Frame::Owned(frame)));
+        self.trim_released();
+        out
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.values().map(|(_, at)| *at).min()
+        let early = self.early_acks.values().map(|(_, at)| *at);
+        let held = self.queue.iter().filter_map(|slot| match slot {
+            Slot::AwaitingAck { until, .. } => Some(*until),
+            Slot::Ready(_) => None,
+        });
+        early.chain(held).min()
+    }
+
+    fn push(&mut self, slot: Slot) -> Vec<Frame> {
+        self.queue.push_back(slot);
+        self.drain()
+    }
+
+    /// Sends from the front until something must wait.
+    fn drain(&mut self) -> Vec<Frame> {
+        let mut out = Vec::new();
+        while let Some(Slot::Ready(_)) = self.queue.front() {
+            if let Some(Slot::Ready(frame)) = self.queue.pop_front() {
+                out.push(frame);
+            }
+        }
+        out
+    }
+
+    fn trim_released(&mut self) {
+        while self.released_early.len() > MAX_ORPHAN_ECHOES {
+            self.released_early.pop_first();
+        }
     }
 }
 
@@ -110,23 +237,42 @@ impl Sequencer {
 mod tests {
     use super::*;
 
+    fn texts(frames: Vec<Frame>) -> Vec<String> {
+        frames.iter().map(|f| f.as_str().to_string()).collect()
+    }
+
+    fn b(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
     #[test]
     fn ack_waits_for_its_echo() {
         let mut s = Sequencer::default();
         let now = Instant::now();
-        assert_eq!(s.on_ack(5, "ack5".into(), now), None);
-        assert_eq!(s.on_echo(5), Some("ack5".into()));
+        assert!(s.on_ack(5, "ack5".into(), now).is_empty());
+        assert_eq!(texts(s.on_broadcast(4, b("b4"))), ["b4"]);
+        assert_eq!(texts(s.on_echo(5, now)), ["ack5"]);
         assert!(s.next_deadline().is_none());
     }
 
     #[test]
-    fn echo_before_ack_releases_ack_at_once() {
+    fn broadcasts_after_an_echo_wait_for_its_ack() {
         let mut s = Sequencer::default();
-        assert_eq!(s.on_echo(7), None);
-        assert_eq!(
-            s.on_ack(7, "ack7".into(), Instant::now()),
-            Some("ack7".into())
+        let now = Instant::now();
+        assert!(s.on_echo(7, now).is_empty());
+        assert!(
+            s.on_broadcast(8, b("b8")).is_empty(),
+            "b8 must not overtake ack7"
         );
+        assert_eq!(texts(s.on_ack(7, "ack7".into(), now)), ["ack7", "b8"]);
+        assert_eq!(texts(s.on_broadcast(9, b("b9"))), ["b9"]);
+    }
+
+    #[test]
+    fn presence_is_never_held() {
+        let mut s = Sequencer::default();
+        s.on_echo(3, Instant::now());
+        assert_eq!(texts(s.on_broadcast(0, b("cursor"))), ["cursor"]);
     }
 
     #[test]
@@ -135,7 +281,21 @@ mod tests {
         let now = Instant::now();
         s.on_ack(3, "ack3".into(), now);
         assert!(s.overdue(now).is_empty());
-        assert_eq!(s.overdue(now + ACK_HOLD), vec!["ack3".to_string()]);
+        assert_eq!(texts(s.overdue(now + ACK_HOLD)), ["ack3"]);
+        assert!(
+            s.on_echo(3, now + ACK_HOLD).is_empty(),
+            "a late echo sends nothing twice"
+        );
+    }
+
+    #[test]
+    fn lost_reply_releases_held_frames_after_hold() {
+        let mut s = Sequencer::default();
+        let now = Instant::now();
+        s.on_echo(3, now);
+        assert!(s.on_broadcast(4, b("b4")).is_empty());
+        assert_eq!(s.next_deadline(), Some(now + ACK_HOLD));
+        assert_eq!(texts(s.overdue(now + ACK_HOLD)), ["b4"]);
     }
 
     #[test]
@@ -144,10 +304,10 @@ mod tests {
         let now = Instant::now();
         s.on_ack(9, "ack9".into(), now);
         s.on_ack(12, "ack12".into(), now);
-        assert_eq!(s.on_snapshot(10), vec!["ack9".to_string()]);
-        assert!(s.on_broadcast(10, Arc::from("b10")).is_none());
-        assert!(s.on_broadcast(11, Arc::from("b11")).is_some());
-        assert!(s.on_broadcast(0, Arc::from("presence")).is_some());
-        assert_eq!(s.release_all(), vec!["ack12".to_string()]);
+        assert_eq!(texts(s.on_snapshot(10)), ["ack9"]);
+        assert!(s.on_broadcast(10, b("b10")).is_empty());
+        assert_eq!(texts(s.on_broadcast(11, b("b11"))), ["b11"]);
+        assert_eq!(texts(s.on_echo(12, now)), ["ack12"]);
+        assert_eq!(texts(s.release_all()), Vec::<String>::new());
     }
 }

@@ -2,48 +2,36 @@
 //! connection so a chatty mouse cannot flood a room. Excess updates are dropped silently: the next one
 //! supersedes them anyway.
 
-use std::time::Duration;
-
 use tokio::time::Instant;
+
+use crate::limits::TokenBucket;
 
 /// Presence updates allowed per second per connection (with a burst of the same size).
 pub const PRESENCE_PER_SECOND: f64 = 20.0;
 
-/// A token bucket.
+/// A token bucket of [`PRESENCE_PER_SECOND`].
 #[derive(Debug)]
-pub struct PresenceLimiter {
-    tokens: f64,
-    last: Option<Instant>,
-}
+pub struct PresenceLimiter(TokenBucket);
 
 impl Default for PresenceLimiter {
     fn default() -> Self {
-        Self {
-            tokens: PRESENCE_PER_SECOND,
-            last: None,
-        }
+        Self(TokenBucket::new(
+            PRESENCE_PER_SECOND,
+            PRESENCE_PER_SECOND as u32,
+        ))
     }
 }
 
 impl PresenceLimiter {
     pub fn allow(&mut self, now: Instant) -> bool {
-        let elapsed = self
-            .last
-            .map_or(Duration::ZERO, |l| now.saturating_duration_since(l));
-        self.last = Some(now);
-        self.tokens =
-            (self.tokens + elapsed.as_secs_f64() * PRESENCE_PER_SECOND).min(PRESENCE_PER_SECOND);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.0.allow(now)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -1,5 +1,6 @@
 //! One client's WebSocket: a reader that turns frames into edits and replies, and a writer that sends the
-//! connection's queue in `seq` order. Either ending ends the connection; SIGTERM closes it with 1001.
+//! connection's queue in `seq` order. Either ending ends the connection; SIGTERM closes it with 1001, the
+//! expiry of the connection's token with 1008. Edits (and resyncs) pass a per-connection token bucket first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +13,12 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::auth::{Identity, Role};
 use crate::edit;
 use crate::hub::Member;
+use crate::limits::{ConnectionGuard, TokenBucket};
 use crate::loader;
 use crate::outbound::{Outbound, Sequencer};
 use crate::presence::PresenceLimiter;
@@ -36,13 +39,69 @@ struct Conn {
     identity: Identity,
 }
 
-/// Runs one upgraded socket until it closes.
-pub async fn run(state: AppState, socket: WebSocket, project: ProjectId, identity: Identity) {
+/// When a credential that expires at `expires_at` (epoch seconds) stops being accepted, on the runtime's clock.
+fn expiry_instant(expires_at: Option<i64>) -> Option<Instant> {
+    let expires_at = expires_at?;
+    let left_ms = expires_at
+        .saturating_mul(1000)
+        .saturating_sub(canvas_shared::time::now_ms());
+    let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+    // Far-future expiries are capped at 30 years (tokio's own "far future").
+    Some(Instant::now() + left.min(Duration::from_secs(30 * 365 * 24 * 3600)))
+}
+
+/// Per-connection rate limits.
+struct Throttle {
+    presence: PresenceLimiter,
+    edits: TokenBucket,
+    edits_per_second: f64,
+    edit_burst: u32,
+}
+
+impl Throttle {
+    fn new(state: &AppState) -> Self {
+        let abuse = &state.tuning.abuse;
+        Self {
+            presence: PresenceLimiter::default(),
+            edits: TokenBucket::new(abuse.edits_per_second, abuse.edit_burst),
+            edits_per_second: abuse.edits_per_second,
+            edit_burst: abuse.edit_burst,
+        }
+    }
+
+    /// None if the edit may go ahead, else the `rate_limited` reply.
+    fn edit(&mut self, req_id: Option<&str>, what: &str) -> Option<Outbound> {
+        if self.edits.allow(Instant::now()) {
+            return None;
+        }
+        let message = format!(
+            "too many edits: this connection may send {} edits or resyncs per second (bursts of {}); \
+             this {what} was not applied, retry later",
+            self.edits_per_second, self.edit_burst
+        );
+        Some(error_reply(req_id, ErrorCode::RateLimited, &message))
+    }
+}
+
+/// Runs one upgraded socket until it closes. `_guard` keeps the connection counted until then.
+pub async fn run(
+    state: AppState,
+    socket: WebSocket,
+    project: ProjectId,
+    identity: Identity,
+    _guard: ConnectionGuard,
+) {
+    let expiry = expiry_instant(identity.expires_at);
     let conn = Conn {
         id: Arc::from(uuid::Uuid::new_v4().simple().to_string()),
         project,
         identity,
     };
+    state.metrics.connections.inc();
+    state.metrics.connections_opened.inc();
+    let _counted = scopeguard(|| {
+        state.metrics.connections.dec();
+    });
     let (tx, rx) = mpsc::channel(state.tuning.outgoing_queue.max(16));
     let kill = CancellationToken::new();
     state
@@ -61,7 +120,7 @@ pub async fn run(state: AppState, socket: WebSocket, project: ProjectId, identit
     let (sink, stream) = socket.split();
     let mut used_presence = false;
     tokio::select! {
-        _ = write_loop(&state, &conn, sink, rx, &kill) => {}
+        _ = write_loop(&state, &conn, sink, rx, &kill, expiry) => {}
         _ = read_loop(&state, &conn, stream, &tx, &mut used_presence) => {}
     }
     state.hub.leave(&conn.project, &conn.id).await;
@@ -84,17 +143,17 @@ async fn read_loop(
     tx: &mpsc::Sender<Outbound>,
     used_presence: &mut bool,
 ) {
-    let mut presence = PresenceLimiter::default();
+    let mut throttle = Throttle::new(state);
     while let Some(received) = stream.next().await {
         let text = match received {
             Ok(Message::Text(text)) => text,
             Ok(Message::Binary(_)) => {
-                let reply = error_frame(
+                let reply = error_reply(
                     None,
                     ErrorCode::BadRequest,
                     "binary frames are not supported; send JSON text",
                 );
-                if tx.send(Outbound::Reply(reply)).await.is_err() {
+                if tx.send(reply).await.is_err() {
                     return;
                 }
                 continue;
@@ -116,7 +175,27 @@ async fn read_loop(
                 return;
             }
         };
-        let reply = handle_text(state, conn, text.as_str(), tx, &mut presence, used_presence).await;
+        let started = std::time::Instant::now();
+        let span = tracing::info_span!("ws_frame", project = %conn.project, conn = %conn.id, bytes = text.len());
+        let reply = handle_text(state, conn, text.as_str(), &mut throttle, used_presence)
+            .instrument(span)
+            .await;
+        match &reply {
+            Some(Outbound::Ack { .. }) => {
+                state
+                    .metrics
+                    .ack_latency
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Some(Outbound::Error { code, .. }) => {
+                state
+                    .metrics
+                    .ack_latency
+                    .observe(started.elapsed().as_secs_f64());
+                state.metrics.record_rejected(code.as_str());
+            }
+            _ => {}
+        }
         if let Some(reply) = reply {
             if tx.send(reply).await.is_err() {
                 return;
@@ -129,29 +208,26 @@ async fn handle_text(
     state: &AppState,
     conn: &Conn,
     text: &str,
-    tx: &mpsc::Sender<Outbound>,
-    presence: &mut PresenceLimiter,
+    throttle: &mut Throttle,
     used_presence: &mut bool,
 ) -> Option<Outbound> {
     let frame = match parse_client_frame(text, &state.limits) {
         Ok(frame) => frame,
         Err(e) => {
             let r = &e.rejection;
-            return Some(Outbound::Reply(error_frame(
-                e.req_id.as_deref(),
-                r.code,
-                &r.message,
-            )));
+            return Some(error_reply(e.req_id.as_deref(), r.code, &r.message));
         }
     };
     let req_id = frame.req_id.as_deref();
     match frame.message {
         ClientMessage::Ping => Some(Outbound::Reply(ServerMessage::Pong { req_id }.to_text())),
-        ClientMessage::Resync => Some(Outbound::Resync {
-            req_id: frame.req_id.clone(),
+        ClientMessage::Resync => throttle.edit(req_id, "resync").or_else(|| {
+            Some(Outbound::Resync {
+                req_id: frame.req_id.clone(),
+            })
         }),
         ClientMessage::Presence { x, y, name } => {
-            if presence.allow(Instant::now()) {
+            if throttle.presence.allow(Instant::now()) {
                 *used_presence = true;
                 let frame = ServerMessage::Presence {
                     client_id: &conn.id,
@@ -170,14 +246,15 @@ async fn handle_text(
         }
         ClientMessage::Edit(edit) => {
             if conn.identity.role == Role::Viewer {
-                let reply = error_frame(
+                return Some(error_reply(
                     req_id,
                     ErrorCode::Forbidden,
                     "viewers cannot edit this project",
-                );
-                return Some(Outbound::Reply(reply));
+                ));
             }
-            let _ = tx;
+            if let Some(refused) = throttle.edit(req_id, "edit") {
+                return Some(refused);
+            }
             match edit::apply(state, &conn.project, &edit, &conn.identity.user, &conn.id).await {
                 Ok(applied) => {
                     let ack = ServerMessage::Ack {
@@ -191,9 +268,16 @@ async fn handle_text(
                         frame: ack.to_text(),
                     })
                 }
-                Err(r) => Some(Outbound::Reply(error_frame(req_id, r.code, &r.message))),
+                Err(r) => Some(error_reply(req_id, r.code, &r.message)),
             }
         }
+    }
+}
+
+fn error_reply(req_id: Option<&str>, code: ErrorCode, message: &str) -> Outbound {
+    Outbound::Error {
+        code,
+        frame: error_frame(req_id, code, message),
     }
 }
 
@@ -223,6 +307,7 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outbound>,
     kill: &CancellationToken,
+    expiry: Option<Instant>,
 ) {
     let mut seq = Sequencer::default();
     let mut snapshot_sent = false;
@@ -239,9 +324,14 @@ async fn write_loop(
                 close(&mut sink, close_code::POLICY, "client too slow: outgoing queue full").await;
                 return;
             }
+            _ = sleep_until(expiry) => {
+                tracing::info!(project = %conn.project, conn = %conn.id, user = %conn.identity.user, "token expired; closing");
+                close(&mut sink, close_code::POLICY, "token expired; reconnect with a fresh token").await;
+                return;
+            }
             _ = sleep_until(deadline) => {
-                for ack in seq.overdue(Instant::now()) {
-                    if send(&mut sink, ack.into()).await.is_err() { return; }
+                for frame in seq.overdue(Instant::now()) {
+                    if send(&mut sink, frame.into()).await.is_err() { return; }
                 }
                 continue;
             }
@@ -253,16 +343,20 @@ async fn write_loop(
         let frames: Vec<Utf8Bytes> = match outbound {
             Outbound::Broadcast { seq: s, frame } => seq
                 .on_broadcast(s, frame)
-                .map(|f| Utf8Bytes::from(&*f))
                 .into_iter()
+                .map(Utf8Bytes::from)
                 .collect(),
-            Outbound::Echo { seq: s } => seq.on_echo(s).map(Utf8Bytes::from).into_iter().collect(),
+            Outbound::Echo { seq: s } => seq
+                .on_echo(s, Instant::now())
+                .into_iter()
+                .map(Utf8Bytes::from)
+                .collect(),
             Outbound::Ack { seq: s, frame } => seq
                 .on_ack(s, frame, Instant::now())
-                .map(Utf8Bytes::from)
                 .into_iter()
+                .map(Utf8Bytes::from)
                 .collect(),
-            Outbound::Reply(text) => vec![text.into()],
+            Outbound::Reply(text) | Outbound::Error { frame: text, .. } => vec![text.into()],
             Outbound::Close { code, reason } => {
                 close(&mut sink, code, reason).await;
                 return;
@@ -336,5 +430,39 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Runs `f` when dropped (so a gauge is decremented however the connection ends).
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn expiry_instants_cover_past_near_and_absurd_expiries() {
+        assert!(expiry_instant(None).is_none());
+        let now = Instant::now();
+        let past = expiry_instant(Some(0)).unwrap();
+        assert!(past <= Instant::now());
+        let soon = expiry_instant(Some(canvas_shared::time::now_ms() / 1000 + 10)).unwrap();
+        assert!(soon > now + Duration::from_secs(8) && soon < now + Duration::from_secs(12));
+        // The largest `exp` a token can carry neither overflows nor breaks the timer.
+        let far = expiry_instant(Some(i64::MAX)).unwrap();
+        let slept = tokio::time::timeout(Duration::from_millis(10), sleep_until(Some(far))).await;
+        assert!(slept.is_err());
+        let far = expiry_instant(Some(i64::MIN)).unwrap();
+        assert!(far <= Instant::now());
     }
 }

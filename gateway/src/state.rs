@@ -11,6 +11,7 @@ use crate::auth::Auth;
 use crate::config::TuningArgs;
 use crate::hub::Hub;
 use crate::loader::Loader;
+use crate::metrics::GatewayMetrics;
 
 #[derive(Clone)]
 pub struct AppState(pub Arc<Inner>);
@@ -20,6 +21,7 @@ pub struct Inner {
     pub durable: Arc<dyn DurableStore>,
     pub hub: Arc<Hub>,
     pub loader: Loader,
+    pub metrics: Arc<GatewayMetrics>,
     pub limits: Limits,
     pub auth: Auth,
     pub tuning: TuningArgs,
@@ -43,12 +45,14 @@ impl AppState {
         tuning: TuningArgs,
         shutdown: CancellationToken,
     ) -> Self {
-        let hub = Hub::start(hot.as_ref());
+        let metrics = Arc::new(GatewayMetrics::default());
+        let hub = Hub::start(hot.as_ref(), Arc::clone(&metrics));
         Self(Arc::new(Inner {
             hot,
             durable,
             hub,
             loader: Loader::default(),
+            metrics,
             limits,
             auth,
             tuning,

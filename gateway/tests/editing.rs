@@ -268,3 +268,43 @@ async fn health_readiness_and_objects_api() {
         "demo page served"
     );
 }
+
+#[tokio::test]
+async fn prometheus_figures_count_what_happened() {
+    let redis = RedisServer::start();
+    let g = spawn_gateway(&redis.url()).await;
+    let p = project("prom");
+    let (mut a, _) = WsClient::join(&g.ws(&p)).await.unwrap();
+    let (mut b, _) = WsClient::join(&g.ws(&p)).await.unwrap();
+    a.request(json!({"type":"create","object":{"id":"o1","type":"rect"}}))
+        .await
+        .unwrap();
+    a.request(json!({"type":"update","id":"o1","patch":{"x":1}}))
+        .await
+        .unwrap();
+    a.request(json!({"type":"delete","id":"nope"}))
+        .await
+        .unwrap();
+    a.send_text("garbage").await.unwrap();
+    a.recv_type("error").await.unwrap();
+    b.recv_type("updated").await.unwrap();
+    let (status, text) = canvas_testkit::http_get(&g.http("/metrics/prometheus"), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        "canvas_gateway_connections 2",
+        "canvas_gateway_edits_total{kind=\"create\",result=\"ok\"} 1",
+        "canvas_gateway_edits_total{kind=\"update\",result=\"ok\"} 1",
+        "canvas_gateway_edits_total{kind=\"delete\",result=\"not_found\"} 1",
+        "canvas_gateway_rejected_frames_total{code=\"not_found\"} 1",
+        "canvas_gateway_rejected_frames_total{code=\"bad_request\"} 1",
+        "canvas_gateway_fanout_messages_total 2",
+        "canvas_gateway_ack_latency_seconds_count 4",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use canvas_gateway::config::TuningArgs;
+use canvas_gateway::config::{AbuseArgs, TuningArgs};
 use canvas_shared::durable::{DurableStore, ItemWrite, WriteOp};
 use canvas_shared::hot::StoredObject;
 use canvas_shared::{ObjectId, ProjectId};
@@ -164,6 +164,11 @@ async fn a_client_that_stops_reading_is_dropped_without_stalling_others() {
     let redis = RedisServer::start();
     let tuning = TuningArgs {
         outgoing_queue: 16,
+        // This test floods on purpose: no edit rate limit.
+        abuse: AbuseArgs {
+            edits_per_second: 0.0,
+            ..AbuseArgs::default()
+        },
         ..TuningArgs::default()
     };
     let g = spawn_gateway_with(

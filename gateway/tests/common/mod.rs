@@ -41,6 +41,7 @@ pub async fn durable() -> DynamoStore {
         endpoint: Some(dynalite.endpoint()),
         region: "us-east-1".into(),
         table: TABLE.into(),
+        max_attempts: 3,
     })
     .await;
     store.ensure_table(true).await.expect("create test table");
@@ -94,4 +95,92 @@ pub async fn spawn_gateway_with(redis_url: &str, options: Options) -> TestGatewa
 /// A project id no other test uses.
 pub fn project(label: &str) -> String {
     format!("{label}-{}", uuid::Uuid::new_v4().simple())
+}
+
+// ---- auth and abuse helpers (tests of issue 5) ----
+
+/// The HS256 secret of [`jwt_auth`] gateways.
+pub const SECRET: &str = "test-secret-of-the-gateway-tests";
+
+/// Auth with the HS256 [`SECRET`].
+pub fn jwt_auth() -> Auth {
+    jwt_auth_with(canvas_gateway::auth::AuthArgs {
+        jwt_secret: Some(SECRET.into()),
+        ..Default::default()
+    })
+}
+
+pub fn jwt_auth_with(args: canvas_gateway::auth::AuthArgs) -> Auth {
+    Auth::from_args(&args).expect("auth settings")
+}
+
+/// Epoch seconds now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// A JWT with these claims, signed with `alg` and `key`.
+pub fn sign(
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+    claims: &serde_json::Value,
+) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), claims, key).expect("sign")
+}
+
+/// An HS256 JWT signed with [`SECRET`].
+pub fn hs256(claims: &serde_json::Value) -> String {
+    sign(
+        jsonwebtoken::Algorithm::HS256,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        claims,
+    )
+}
+
+/// A valid HS256 token for `user` with these project grants, valid for an hour.
+pub fn token(user: &str, projects: serde_json::Value) -> String {
+    hs256(&serde_json::json!({"sub": user, "exp": now_secs() + 3600, "projects": projects}))
+}
+
+/// A test key file's contents (gateway/tests/keys).
+pub fn key_file(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/keys")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Tries a WebSocket upgrade; Ok(client) when it succeeds, Err((status, JSON body)) when the server refused it.
+pub async fn try_connect(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<canvas_testkit::WsClient, (u16, serde_json::Value)> {
+    use tokio_tungstenite::tungstenite::Error;
+    match canvas_testkit::WsClient::connect_with_headers(url, headers).await {
+        Ok(client) => Ok(client),
+        Err(e) => match e.downcast::<Error>() {
+            Ok(Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                Err((status, body))
+            }
+            Ok(other) => panic!("upgrade failed without an HTTP answer: {other}"),
+            Err(other) => panic!("upgrade failed without an HTTP answer: {other:#}"),
+        },
+    }
+}
+
+/// The status and JSON body of a refused upgrade; panics if the upgrade succeeded.
+pub async fn refused(url: &str, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    match try_connect(url, headers).await {
+        Ok(_) => panic!("upgrade to {url} was accepted"),
+        Err(refusal) => refusal,
+    }
 }
