@@ -267,6 +267,25 @@ async fn seed(store: &impl DurableStore, project: &str, n: usize) {
     }
 }
 
+/// `n` clients joining `project` at the same moment, alternating between two gateways; each yields its snapshot.
+fn join_at_once(
+    g1: &Arc<common::TestGateway>,
+    g2: &Arc<common::TestGateway>,
+    project: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<serde_json::Value>> {
+    (0..n)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                g1.ws(project)
+            } else {
+                g2.ws(project)
+            };
+            tokio::spawn(async move { WsClient::join(&url).await.unwrap().1 })
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn cold_load_race_on_two_gateways_loads_once_and_keeps_edits() {
     let redis = RedisServer::start();
@@ -294,18 +313,7 @@ async fn cold_load_race_on_two_gateways_loads_once_and_keeps_edits() {
             assert_eq!(ack["type"], "ack");
         }
     });
-    let mut joins = Vec::new();
-    for i in 0..10 {
-        let g = if i % 2 == 0 {
-            Arc::clone(&g1)
-        } else {
-            Arc::clone(&g2)
-        };
-        let p = p.clone();
-        joins.push(tokio::spawn(async move {
-            WsClient::join(&g.ws(&p)).await.unwrap().1
-        }));
-    }
+    let joins = join_at_once(&g1, &g2, &p, 10);
     let mut last_seq = 0;
     for j in joins {
         let snap = j.await.unwrap();
@@ -339,18 +347,7 @@ async fn cold_load_race_on_two_gateways_loads_once_and_keeps_edits() {
 
     // Redis loses everything; ten clients join at once on both gateways: one consistent reload.
     redis.cli(&["FLUSHALL"]);
-    let mut joins = Vec::new();
-    for i in 0..10 {
-        let g = if i % 2 == 0 {
-            Arc::clone(&g1)
-        } else {
-            Arc::clone(&g2)
-        };
-        let p = p.clone();
-        joins.push(tokio::spawn(async move {
-            WsClient::join(&g.ws(&p)).await.unwrap().1
-        }));
-    }
+    let joins = join_at_once(&g1, &g2, &p, 10);
     let mut loaded_at = std::collections::HashSet::new();
     for j in joins {
         let snap = j.await.unwrap();
