@@ -6,13 +6,16 @@
 //! Before every request (first try and retries alike) it renews the lease of every project in it: a project whose
 //! lease was taken over is dropped from the request and never written again in this pass, because the new owner
 //! will write newer data and must not be overwritten with ours. A request also never outlives the lease time left.
+//!
+//! Tracing: each request is a `batch_write` span under the `save_project` span of the first project it carries
+//! (a request may span projects; it `follows_from` the others' spans, exported as OTLP links).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use canvas_shared::durable::{DurableError, DurableStore, ItemWrite, MAX_BATCH_ITEMS};
+use canvas_shared::durable::{DurableError, DurableStore, ItemWrite, WriteOp, MAX_BATCH_ITEMS};
 use canvas_shared::ids::{ObjectId, ProjectId};
 use futures_util::StreamExt;
 use rand::Rng;
@@ -39,6 +42,8 @@ pub struct BatchSettings {
 pub struct ProjectWrites {
     pub expected: usize,
     pub written: usize,
+    /// Retries of requests carrying this project's items.
+    pub retries: u64,
     /// The first error that made this project's save fail.
     pub error: Option<String>,
 }
@@ -54,6 +59,9 @@ impl ProjectWrites {
 pub struct WriteReport {
     pub projects: HashMap<ProjectId, ProjectWrites>,
     pub items_written: u64,
+    /// Of `items_written`: Puts and Deletes.
+    pub puts: u64,
+    pub deletes: u64,
     pub requests: u64,
     pub retries: u64,
 }
@@ -101,10 +109,14 @@ struct Shared<'a> {
     durable: &'a dyn DurableStore,
     leases: &'a Leases,
     settings: &'a BatchSettings,
+    /// The `save_project` span of each project, parent of the requests carrying its items.
+    spans: &'a HashMap<ProjectId, tracing::Span>,
     book: Mutex<HashMap<ProjectId, ProjectWrites>>,
     /// Set when the store looks down or overloaded: requests not started yet are skipped.
     abort: Mutex<Option<String>>,
     items_written: AtomicU64,
+    puts: AtomicU64,
+    deletes: AtomicU64,
     requests: AtomicU64,
     retries: AtomicU64,
 }
@@ -150,14 +162,58 @@ impl Shared<'_> {
 
     fn written(&self, writes: &[ItemWrite]) {
         let mut book = self.book();
+        let mut puts = 0;
         for write in writes {
             if let Some(entry) = book.get_mut(&write.project) {
                 entry.written += 1;
+            }
+            if matches!(write.op, WriteOp::Put(_)) {
+                puts += 1;
             }
         }
         drop(book);
         self.items_written
             .fetch_add(writes.len() as u64, Ordering::Relaxed);
+        self.puts.fetch_add(puts, Ordering::Relaxed);
+        self.deletes
+            .fetch_add(writes.len() as u64 - puts, Ordering::Relaxed);
+    }
+
+    /// Counts one retry of a request carrying these writes, for the pass and for each of its projects.
+    fn retried(&self, writes: &[ItemWrite]) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        let mut book = self.book();
+        for project in distinct_projects(writes) {
+            if let Some(entry) = book.get_mut(&project) {
+                entry.retries += 1;
+            }
+        }
+    }
+
+    /// A `batch_write` span under the first project's `save_project` span (the current span when it has none),
+    /// following from the other projects' spans.
+    fn request_span(&self, writes: &[ItemWrite]) -> tracing::Span {
+        let projects = distinct_projects(writes);
+        let first = projects.first();
+        let parent = first
+            .and_then(|p| self.spans.get(p))
+            .and_then(|s| s.id())
+            .or_else(|| tracing::Span::current().id());
+        let span = tracing::info_span!(
+            parent: parent,
+            "batch_write",
+            project = first.map(|p| p.as_str()).unwrap_or_default(),
+            items = writes.len(),
+            projects = projects.len(),
+            retries = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        for other in projects.iter().skip(1) {
+            if let Some(id) = self.spans.get(other).and_then(|s| s.id()) {
+                span.follows_from(id);
+            }
+        }
+        span
     }
 }
 
@@ -170,12 +226,14 @@ fn distinct_projects(writes: &[ItemWrite]) -> Vec<ProjectId> {
         .collect()
 }
 
-/// Writes everything, `settings.concurrency` requests at a time, and reports per project.
+/// Writes everything, `settings.concurrency` requests at a time, and reports per project. `spans` holds the
+/// `save_project` span of each project (may be empty: requests are then children of the current span).
 pub async fn write_all(
     durable: &dyn DurableStore,
     leases: &Leases,
     writes: Vec<ItemWrite>,
     settings: &BatchSettings,
+    spans: &HashMap<ProjectId, tracing::Span>,
 ) -> WriteReport {
     let mut book: HashMap<ProjectId, ProjectWrites> = HashMap::new();
     for write in &writes {
@@ -185,9 +243,12 @@ pub async fn write_all(
         durable,
         leases,
         settings,
+        spans,
         book: Mutex::new(book),
         abort: Mutex::new(None),
         items_written: AtomicU64::new(0),
+        puts: AtomicU64::new(0),
+        deletes: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         retries: AtomicU64::new(0),
     };
@@ -199,6 +260,8 @@ pub async fn write_all(
     WriteReport {
         projects: shared.book.into_inner().unwrap_or_else(|e| e.into_inner()),
         items_written: shared.items_written.into_inner(),
+        puts: shared.puts.into_inner(),
+        deletes: shared.deletes.into_inner(),
         requests: shared.requests.into_inner(),
         retries: shared.retries.into_inner(),
     }
@@ -219,13 +282,7 @@ async fn send_one(
     queue: &mut Vec<Vec<ItemWrite>>,
 ) {
     let mut attempt: u32 = 0;
-    let span = tracing::info_span!(
-        "batch_write",
-        items = pending.len(),
-        projects = distinct_projects(&pending).len(),
-        retries = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-    );
+    let span = shared.request_span(&pending);
     async {
         loop {
             pending.retain(|w| shared.open(&w.project));
@@ -322,7 +379,7 @@ async fn send_one(
                 tracing::Span::current().record("outcome", "failed");
                 break;
             }
-            shared.retries.fetch_add(1, Ordering::Relaxed);
+            shared.retried(&pending);
             let wait = backoff(shared.settings, attempt);
             tracing::debug!(attempt, reason = %reason, wait_ms = wait.as_millis() as u64, "retrying batch write");
             tokio::time::sleep(wait).await;
@@ -336,7 +393,6 @@ async fn send_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use canvas_shared::durable::WriteOp;
 
     fn write(project: &str, id: &str) -> ItemWrite {
         ItemWrite {
@@ -439,7 +495,7 @@ mod tests {
             backoff_base: Duration::from_millis(1),
             backoff_max: Duration::from_millis(2),
         };
-        let report = write_all(&store, &leases, writes, &settings).await;
+        let report = write_all(&store, &leases, writes, &settings, &HashMap::new()).await;
         let good = &report.projects[&ProjectId::parse("good").unwrap()];
         let evil = &report.projects[&ProjectId::parse("evil").unwrap()];
         assert!(good.complete(), "{good:?}");

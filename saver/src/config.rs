@@ -78,7 +78,14 @@ pub struct SaverConfig {
     #[arg(long = "concurrency", env = "SAVER_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
     /// Attempts per BatchWriteItem request within one pass (throttling, UnprocessedItems, transient errors).
-    #[arg(long = "max-attempts", env = "SAVER_MAX_ATTEMPTS", default_value_t = 6)]
+    // Its own id: the flattened DynamoDB arguments have a `max_attempts` too (the SDK's), and clap ids must be unique.
+    #[arg(
+        id = "saver_max_attempts",
+        value_name = "MAX_ATTEMPTS",
+        long = "max-attempts",
+        env = "SAVER_MAX_ATTEMPTS",
+        default_value_t = 6
+    )]
     pub max_attempts: u32,
     /// First retry backoff (ms); doubles each attempt, with full jitter.
     #[arg(

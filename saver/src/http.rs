@@ -1,5 +1,6 @@
 //! The operator HTTP endpoints: `GET /metrics` (the contract's JSON, with the dirty figures read from the hot state
-//! now), `GET /healthz` (the process runs) and `GET /readyz` (Redis and the durable store answer; a missing table
+//! now), `GET /metrics/prometheus` (the same process's figures as Prometheus / OpenMetrics text; guarded by the
+//! operator token like `/metrics`), `GET /healthz` (the process runs) and `GET /readyz` (Redis and the durable store answer; a missing table
 //! is named in the 503 so that whoever deploys knows what to create).
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use serde_json::json;
 
 use crate::auth::authorized;
 use crate::metrics::{document, Metrics};
+use crate::prometheus;
 
 /// How long a readiness probe waits for each store.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -32,24 +34,43 @@ pub struct HttpState {
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/metrics/prometheus", get(prometheus_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
 
-async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+/// The 401 when an operator token is set and the request does not carry it.
+fn refuse(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if !authorized(state.operator_token.as_deref(), header) {
-        return (
+    if authorized(state.operator_token.as_deref(), header) {
+        return None;
+    }
+    Some(
+        (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
             Json(json!({"error": "a valid operator token is required: Authorization: Bearer <SAVER_OPERATOR_TOKEN>"})),
         )
-            .into_response();
+            .into_response(),
+    )
+}
+
+async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refuse(&state, &headers) {
+        return refused;
     }
     Json(document(&state.metrics, state.hot.as_ref()).await).into_response()
+}
+
+async fn prometheus_text(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refuse(&state, &headers) {
+        return refused;
+    }
+    let body = prometheus::render(&state.metrics, state.hot.as_ref()).await;
+    ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], body).into_response()
 }
 
 async fn healthz() -> &'static str {

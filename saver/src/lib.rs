@@ -2,8 +2,8 @@
 //!
 //! Every interval it claims dirty projects under a lease, writes only what changed (Put for live objects, Delete
 //! for deleted ones) with BatchWriteItem, completes the claims that were fully written and puts the others back.
-//! Its figures are served over HTTP (`/metrics`, `/healthz`, `/readyz`) and gRPC (`SaverMetrics`, health,
-//! reflection).
+//! Its figures are served over HTTP (`/metrics` JSON, `/metrics/prometheus` text, `/healthz`, `/readyz`) and gRPC
+//! (`SaverMetrics`, health, reflection).
 //!
 //! The library runs on any [`HotState`] and [`DurableStore`], so the `saver` binary wires Redis and DynamoDB, the
 //! one-process dev mode runs it on the memory hot state and the embedded store, and tests run it on a
@@ -12,7 +12,7 @@
 //! - [`config`]: command line / environment and runtime settings.
 //! - [`pass`]: one save pass; [`batch`]: the BatchWriteItem writer; [`lease`]: lease renewal.
 //! - [`worker`]: the save loop with its shutdown drain; [`shutdown`]: signals.
-//! - [`metrics`], [`http`], [`grpc`], [`auth`]: what operators see.
+//! - [`metrics`], [`prometheus`], [`http`], [`grpc`], [`auth`]: what operators see.
 
 pub mod auth;
 pub mod batch;
@@ -22,6 +22,7 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod pass;
+pub mod prometheus;
 pub mod shutdown;
 pub mod worker;
 

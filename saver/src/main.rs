@@ -16,7 +16,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = SaverConfig::parse();
-    let _telemetry = canvas_shared::telemetry::init("saver", &config.telemetry);
+    let _telemetry = canvas_shared::telemetry::init("canvas-saver", &config.telemetry);
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

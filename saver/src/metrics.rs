@@ -1,6 +1,7 @@
 //! The auto-save figures of one saver process, in the exact shape of the contract's `GET /metrics`
 //! (`autoSave` + `dirtyProjects`), shared by the HTTP and gRPC endpoints. Passes report into it; readers take a
-//! consistent snapshot under one short lock.
+//! consistent snapshot under one short lock. Every pass also feeds the Prometheus counters
+//! ([`crate::prometheus`]).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -10,6 +11,8 @@ use std::time::Duration;
 use canvas_shared::hot::{DirtySummary, HotState};
 use serde::Serialize;
 use tokio::sync::watch;
+
+use crate::prometheus::SaverPrometheus;
 
 /// How many recent passes and errors are kept.
 pub const RECENT_LIMIT: usize = 20;
@@ -141,6 +144,11 @@ pub struct PassOutcome {
     pub lost: u64,
     /// Items put or deleted.
     pub objects: u64,
+    /// Of `objects`: Puts and Deletes.
+    pub puts: u64,
+    pub deletes: u64,
+    /// BatchWriteItem requests sent (retries included).
+    pub requests: u64,
     pub retries: u64,
     pub errors: Vec<(Option<String>, String)>,
 }
@@ -173,6 +181,7 @@ pub struct Metrics {
     owner: String,
     state: watch::Sender<LoopState>,
     figures: Mutex<Figures>,
+    prometheus: SaverPrometheus,
 }
 
 /// Longest error message kept (store errors can carry a whole request context).
@@ -215,12 +224,22 @@ impl Metrics {
                 recent_saves: VecDeque::new(),
                 recent_errors: VecDeque::new(),
             }),
+            prometheus: SaverPrometheus::default(),
         }
+    }
+
+    /// The Prometheus counters fed by [`Metrics::record_pass`].
+    pub fn prometheus(&self) -> &SaverPrometheus {
+        &self.prometheus
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Figures> {
         // Figures stay consistent even if a holder panicked: every update is a few plain assignments.
         self.figures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn interval_ms(&self) -> u64 {
+        self.interval_ms
     }
 
     pub fn set_state(&self, state: LoopState) {
@@ -250,6 +269,7 @@ impl Metrics {
 
     /// Records one pass. Passes that found nothing to do only count in `passes`.
     pub fn record_pass(&self, outcome: &PassOutcome) {
+        self.prometheus.record_pass(outcome);
         let mut f = self.lock();
         f.passes += 1;
         f.retries += outcome.retries;
@@ -321,8 +341,8 @@ impl Metrics {
     }
 }
 
-/// How long `GET /metrics` waits for the dirty index.
-const DIRTY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `GET /metrics` (and `/metrics/prometheus`) waits for the dirty index.
+pub(crate) const DIRTY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The whole document: this process's figures and the dirty index read from the hot state now.
 pub async fn document(metrics: &Metrics, hot: &dyn HotState) -> MetricsDoc {
@@ -370,6 +390,7 @@ mod tests {
                 objects: 7,
                 retries: 2,
                 errors: vec![(Some("p".into()), format!("e{i}"))],
+                ..PassOutcome::default()
             });
         }
         let a = m.auto_save();

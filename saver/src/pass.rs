@@ -7,11 +7,13 @@
 //! the pass runs starts a new changed-set and re-marks the project dirty, and a later pass saves it. A claim is
 //! only completed (its saving-set dropped) after every one of its writes succeeded; anything else puts the ids back.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use canvas_shared::durable::{DurableStore, ItemWrite, WriteOp};
 use canvas_shared::hot::{ChangeSet, Claim, HotError, HotState};
+use canvas_shared::ids::ProjectId;
 use canvas_shared::time::now_ms;
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -98,19 +100,12 @@ enum Ending {
 }
 
 /// Runs one pass. Never fails as a whole: every problem is counted in the outcome and logged.
+///
+/// Spans: a pass that claimed something is a `save_pass` span (a pass that claimed nothing leaves none: one every
+/// interval per saver would bury the real saves in a trace UI; the claim's time is its `claim_ms` attribute), with
+/// one `save_project` child per claimed project, which holds that project's `read_changes`, `batch_write` (one per
+/// BatchWriteItem request, retries included) and `release_claim` spans.
 pub async fn run_pass(ctx: &PassContext) -> PassOutcome {
-    let span = tracing::info_span!(
-        "save_pass",
-        owner = %ctx.settings.owner,
-        projects = tracing::field::Empty,
-        objects = tracing::field::Empty,
-        failed = tracing::field::Empty,
-        retries = tracing::field::Empty,
-    );
-    run_pass_inner(ctx).instrument(span).await
-}
-
-async fn run_pass_inner(ctx: &PassContext) -> PassOutcome {
     let started = Instant::now();
     let mut outcome = PassOutcome::default();
     let claims = claim_all(ctx, &mut outcome).await;
@@ -119,6 +114,35 @@ async fn run_pass_inner(ctx: &PassContext) -> PassOutcome {
         outcome.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         return outcome;
     }
+    let span = tracing::info_span!(
+        "save_pass",
+        owner = %ctx.settings.owner,
+        claimed = claims.len(),
+        claim_ms = started.elapsed().as_millis() as u64,
+        projects = tracing::field::Empty,
+        objects = tracing::field::Empty,
+        failed = tracing::field::Empty,
+        retries = tracing::field::Empty,
+    );
+    save_claims(ctx, claims, started, outcome)
+        .instrument(span)
+        .await
+}
+
+/// One claimed project through the pass.
+struct Job {
+    claim: Claim,
+    span: tracing::Span,
+    /// Items to write.
+    objects: usize,
+}
+
+async fn save_claims(
+    ctx: &PassContext,
+    claims: Vec<Claim>,
+    started: Instant,
+    mut outcome: PassOutcome,
+) -> PassOutcome {
     let leases = Arc::new(Leases::new(
         Arc::clone(&ctx.hot),
         ctx.settings.lease,
@@ -126,75 +150,124 @@ async fn run_pass_inner(ctx: &PassContext) -> PassOutcome {
         started,
     ));
     let _keep_alive = leases.keep_alive();
+    let jobs: Vec<Job> = claims
+        .into_iter()
+        .map(|claim| Job {
+            span: tracing::info_span!(
+                "save_project",
+                project = %claim.project,
+                objects = tracing::field::Empty,
+                retries = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+            ),
+            claim,
+            objects: 0,
+        })
+        .collect();
 
     // Read every claim (claim order, i.e. oldest first, is kept for writing).
-    let reads: Vec<(Claim, Result<ChangeSet, HotError>)> =
-        futures_util::stream::iter(claims.into_iter().map(|claim| async {
-            let changes = ctx.hot.read_claim(&claim).await;
-            (claim, changes)
+    let reads: Vec<(Job, Result<ChangeSet, HotError>)> =
+        futures_util::stream::iter(jobs.into_iter().map(|job| async {
+            let span = tracing::info_span!(
+                parent: &job.span,
+                "read_changes",
+                upserts = tracing::field::Empty,
+                deletes = tracing::field::Empty,
+            );
+            let changes = ctx
+                .hot
+                .read_claim(&job.claim)
+                .instrument(span.clone())
+                .await;
+            if let Ok(changes) = &changes {
+                span.record("upserts", changes.upserts.len());
+                span.record("deletes", changes.deletes.len());
+            }
+            (job, changes)
         }))
         .buffered(HOT_CONCURRENCY)
         .collect()
         .await;
 
-    let mut endings: Vec<(Claim, usize, Ending)> = Vec::with_capacity(reads.len());
+    let mut endings: Vec<(Job, Ending)> = Vec::with_capacity(reads.len());
     let mut writes: Vec<ItemWrite> = Vec::new();
-    let mut to_write: Vec<(Claim, usize)> = Vec::new();
-    for (claim, changes) in reads {
+    let mut to_write: Vec<Job> = Vec::new();
+    for (mut job, changes) in reads {
         match changes {
-            Ok(changes) if changes.is_empty() => endings.push((claim, 0, Ending::Saved)),
+            Ok(changes) if changes.is_empty() => endings.push((job, Ending::Saved)),
             Ok(changes) => {
-                let n = changes.len();
-                writes.extend(to_writes(&claim, changes));
-                to_write.push((claim, n));
+                job.objects = changes.len();
+                writes.extend(to_writes(&job.claim, changes));
+                to_write.push(job);
             }
-            Err(e) => endings.push((
-                claim,
-                0,
-                Ending::Failed(format!("reading changes failed: {e}")),
-            )),
+            Err(e) => endings.push((job, Ending::Failed(format!("reading changes failed: {e}")))),
         }
     }
 
-    let report =
-        batch::write_all(ctx.durable.as_ref(), &leases, writes, &ctx.batch_settings()).await;
+    let spans: HashMap<ProjectId, tracing::Span> = to_write
+        .iter()
+        .map(|job| (job.claim.project.clone(), job.span.clone()))
+        .collect();
+    let report = batch::write_all(
+        ctx.durable.as_ref(),
+        &leases,
+        writes,
+        &ctx.batch_settings(),
+        &spans,
+    )
+    .await;
+    drop(spans);
     outcome.objects = report.items_written;
+    outcome.puts = report.puts;
+    outcome.deletes = report.deletes;
+    outcome.requests = report.requests;
     outcome.retries = report.retries;
-    for (claim, n) in to_write {
-        let ending = if leases.state(&claim.project) == Some(LeaseState::Lost) {
+    for job in to_write {
+        let written = report
+            .projects
+            .get(&job.claim.project)
+            .cloned()
+            .unwrap_or_default();
+        job.span.record("retries", written.retries);
+        let ending = if leases.state(&job.claim.project) == Some(LeaseState::Lost) {
             Ending::Lost
         } else {
-            let written = report
-                .projects
-                .get(&claim.project)
-                .cloned()
-                .unwrap_or_default();
             ending_of(&written)
         };
-        endings.push((claim, n, ending));
+        endings.push((job, ending));
     }
 
     // Complete, put back, or leave to the new owner.
     let finished: Vec<(Claim, Ending)> =
-        futures_util::stream::iter(endings.into_iter().map(|(claim, n, ending)| {
+        futures_util::stream::iter(endings.into_iter().map(|(job, ending)| {
             let leases = Arc::clone(&leases);
-            let span = tracing::info_span!(
-                "save_project",
-                project = %claim.project,
-                objects = n,
-                outcome = tracing::field::Empty,
-            );
             async move {
-                let ending = finish(ctx.hot.as_ref(), &leases, &claim, ending).await;
+                let Job {
+                    claim,
+                    span,
+                    objects,
+                } = job;
+                span.record("objects", objects);
+                let release = tracing::info_span!(
+                    parent: &span,
+                    "release_claim",
+                    action = match &ending {
+                        Ending::Saved => "complete",
+                        Ending::Failed(_) => "put_back",
+                        Ending::Lost => "leave",
+                    },
+                );
+                let ending = finish(ctx.hot.as_ref(), &leases, &claim, ending)
+                    .instrument(release)
+                    .await;
                 let label = match &ending {
                     Ending::Saved => "saved",
                     Ending::Failed(_) => "failed",
                     Ending::Lost => "lost_lease",
                 };
-                tracing::Span::current().record("outcome", label);
+                span.record("outcome", label);
                 (claim, ending)
             }
-            .instrument(span)
         }))
         .buffer_unordered(HOT_CONCURRENCY)
         .collect()
