@@ -24,6 +24,9 @@ use crate::state::AppState;
 use crate::{loader, socket};
 
 /// The gateway's routes. Connection counters live here, one set per router (one per gateway).
+/// Read buffer per WebSocket; it grows for larger frames and shrinks back.
+const IO_BUFFER_BYTES: usize = 4 * 1024;
+
 pub fn router(state: AppState) -> Router {
     let admission = std::sync::Arc::new(Admission::new(&state.tuning.abuse));
     Router::new()
@@ -139,6 +142,11 @@ async fn upgrade(
     let max = state.limits.max_frame_bytes;
     ws.max_frame_size(max)
         .max_message_size(max)
+        // tungstenite's defaults reserve 128 KiB per socket for reading; idle sockets should cost little.
+        // Every send is flushed at once anyway, so no write buffer is kept either.
+        .read_buffer_size(IO_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max.saturating_mul(4))
         .on_upgrade(move |socket| socket::run(state, socket, project, identity, guard))
 }
 

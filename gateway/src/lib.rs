@@ -26,6 +26,7 @@ pub mod state;
 
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use state::AppState;
@@ -48,6 +49,11 @@ pub async fn serve_with(
     let app = http::router(state).merge(extra);
     // The peer address feeds the per-IP connection limit.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Small frames must leave at once: without TCP_NODELAY an ack or broadcast can sit behind Nagle's
+    // algorithm and the peer's delayed ACK for tens of milliseconds.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });

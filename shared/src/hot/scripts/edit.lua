@@ -21,8 +21,8 @@ elseif op == 'u' then
   local new_type = patch.vals['"type"']
   if new_type ~= nil and new_type ~= obj.vals['"type"'] then return { 'bad_type', 0, 0 } end
   version = (tonumber(obj.vals['"version"']) or 0) + 1
-  body = merge_raw(current, ARGV[4])
-  obj = parse_object(body)
+  -- One parse of the object and of the patch, one serialization.
+  merge_into(obj, patch)
   if obj.vals['"version"'] == nil then obj.keys[#obj.keys + 1] = '"version"' end
   obj.vals['"version"'] = string.format('%d', version)
   body = serialize(obj)

@@ -60,16 +60,11 @@ local function serialize(obj)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
--- RFC 7396 on raw texts.
-local function merge_raw(target_raw, patch_raw)
-  if string.sub(patch_raw, 1, 1) ~= '{' then return patch_raw end
-  local target
-  if target_raw and string.sub(target_raw, 1, 1) == '{' then
-    target = parse_object(target_raw)
-  else
-    target = { keys = {}, vals = {} }
-  end
-  local patch = parse_object(patch_raw)
+-- RFC 7396 on raw texts: a value is parsed only where the patch recurses into it.
+local merge_raw
+
+-- Merges a parsed patch into a parsed object, in place.
+local function merge_into(target, patch)
   for _, k in ipairs(patch.keys) do
     local v = patch.vals[k]
     if v == 'null' then
@@ -79,5 +74,16 @@ local function merge_raw(target_raw, patch_raw)
       target.vals[k] = merge_raw(target.vals[k], v)
     end
   end
+end
+
+merge_raw = function(target_raw, patch_raw)
+  if string.sub(patch_raw, 1, 1) ~= '{' then return patch_raw end
+  local target
+  if target_raw and string.sub(target_raw, 1, 1) == '{' then
+    target = parse_object(target_raw)
+  else
+    target = { keys = {}, vals = {} }
+  end
+  merge_into(target, parse_object(patch_raw))
   return serialize(target)
 end
