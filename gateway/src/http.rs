@@ -23,10 +23,14 @@ use crate::limits::Admission;
 use crate::state::AppState;
 use crate::{loader, socket};
 
-/// The gateway's routes. Connection counters live here, one set per router (one per gateway).
-/// Read buffer per WebSocket; it grows for larger frames and shrinks back.
-const IO_BUFFER_BYTES: usize = 4 * 1024;
+/// Read buffer per WebSocket. Idle sockets are the common case and tungstenite zero-fills the whole buffer,
+/// so it is small; it grows for a larger frame.
+const READ_BUFFER_BYTES: usize = 1024;
+/// Frames queued for one socket are written together once this many bytes are buffered, or when its queue
+/// is empty (the writer flushes then), whichever comes first.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
+/// The gateway's routes. Connection counters live here, one set per router (one per gateway).
 pub fn router(state: AppState) -> Router {
     let admission = std::sync::Arc::new(Admission::new(&state.tuning.abuse));
     Router::new()
@@ -143,9 +147,8 @@ async fn upgrade(
     ws.max_frame_size(max)
         .max_message_size(max)
         // tungstenite's defaults reserve 128 KiB per socket for reading; idle sockets should cost little.
-        // Every send is flushed at once anyway, so no write buffer is kept either.
-        .read_buffer_size(IO_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(max.saturating_mul(4))
         .on_upgrade(move |socket| socket::run(state, socket, project, identity, guard))
 }

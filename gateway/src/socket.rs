@@ -311,6 +311,8 @@ async fn write_loop(
 ) {
     let mut seq = Sequencer::default();
     let mut snapshot_sent = false;
+    // Frames fed to the sink but not yet flushed.
+    let mut unflushed = false;
     loop {
         let deadline = seq.next_deadline();
         let outbound = tokio::select! {
@@ -402,20 +404,42 @@ async fn write_loop(
                 }
             },
         };
+        unflushed |= !frames.is_empty();
         for frame in frames {
-            // A client that stops reading blocks the send; the hub then marks it slow, and we must notice.
-            let sent = tokio::select! {
-                sent = send(&mut sink, frame) => sent.is_ok(),
-                _ = kill.cancelled() => false,
-                _ = state.shutdown.cancelled() => false,
-            };
-            if !sent {
-                if !kill.is_cancelled() {
-                    close(&mut sink, close_code::GOING_AWAY, "server shutting down").await;
-                }
-                return;
+            if !unless_stopped(state, kill, sink.feed(Message::Text(frame))).await {
+                return stopped(&mut sink, kill).await;
             }
         }
+        // Everything queued for this socket goes out in one write: flushed only once the queue is drained
+        // (or the write buffer fills), so a burst of broadcasts costs one syscall, not one per frame.
+        if unflushed && rx.is_empty() {
+            unflushed = false;
+            if !unless_stopped(state, kill, sink.flush()).await {
+                return stopped(&mut sink, kill).await;
+            }
+        }
+    }
+}
+
+/// Runs a write unless the connection is dropped as too slow or the gateway shuts down first. A client that
+/// stops reading blocks the write; the hub then marks it slow, and the writer must notice. True if it was written.
+async fn unless_stopped(
+    state: &AppState,
+    kill: &CancellationToken,
+    write: impl std::future::Future<Output = Result<(), axum::Error>>,
+) -> bool {
+    tokio::select! {
+        written = write => written.is_ok(),
+        _ = kill.cancelled() => false,
+        _ = state.shutdown.cancelled() => false,
+    }
+}
+
+/// After a write did not complete: a slow client is dropped without ceremony (it is not reading); otherwise
+/// the gateway is shutting down (or the socket broke) and the client is told to go away.
+async fn stopped(sink: &mut SplitSink<WebSocket, Message>, kill: &CancellationToken) {
+    if !kill.is_cancelled() {
+        close(sink, close_code::GOING_AWAY, "server shutting down").await;
     }
 }
 
