@@ -648,6 +648,10 @@ class Bench:
             t.join(5)
         m1 = self.saver_metrics()
         prom1 = safe(lambda: http_text(f"http://127.0.0.1:{self.saver_http}/metrics/prometheus"))
+        # What an operator's Prometheus scrapes off a busy gateway (cumulative since start: A and B).
+        gw_prom = safe(lambda: http_text(f"http://127.0.0.1:{self.gw_ports[0]}/metrics/prometheus"))
+        if gw_prom:
+            (self.out / "B-gateway1-prometheus.txt").write_text(gw_prom)
         (self.out / "F-saver-metrics-before.json").write_text(json.dumps(m0, indent=2))
         (self.out / "F-saver-metrics-after.json").write_text(json.dumps(m1, indent=2))
         (self.out / "F-saver-metrics-polls.json").write_text(json.dumps(polls))

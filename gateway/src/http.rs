@@ -25,7 +25,7 @@ use crate::{loader, socket};
 
 /// Read buffer per WebSocket. Idle sockets are the common case and tungstenite zero-fills the whole buffer,
 /// so it is small; it grows for a larger frame.
-const READ_BUFFER_BYTES: usize = 1024;
+const READ_BUFFER_BYTES: usize = 512;
 /// Frames queued for one socket are written together once this many bytes are buffered, or when its queue
 /// is empty (the writer flushes then), whichever comes first.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;

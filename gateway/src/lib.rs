@@ -19,6 +19,7 @@ pub mod limits;
 pub mod loader;
 pub mod metrics;
 pub mod outbound;
+pub mod outbox;
 pub mod presence;
 pub mod shutdown;
 pub mod socket;

@@ -10,7 +10,6 @@ use canvas_shared::protocol::{parse_client_frame, snapshot_frame, ClientMessage,
 use canvas_shared::{ErrorCode, ProjectId};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -21,6 +20,7 @@ use crate::hub::Member;
 use crate::limits::{ConnectionGuard, TokenBucket};
 use crate::loader;
 use crate::outbound::{Outbound, Sequencer};
+use crate::outbox::{outbox, OutboxReceiver, OutboxSender};
 use crate::presence::PresenceLimiter;
 use crate::state::AppState;
 
@@ -102,7 +102,7 @@ pub async fn run(
     let _counted = scopeguard(|| {
         state.metrics.connections.dec();
     });
-    let (tx, rx) = mpsc::channel(state.tuning.outgoing_queue.max(16));
+    let (tx, rx) = outbox(state.tuning.outgoing_queue.max(16));
     let kill = CancellationToken::new();
     state
         .hub
@@ -140,7 +140,7 @@ async fn read_loop(
     state: &AppState,
     conn: &Conn,
     mut stream: SplitStream<WebSocket>,
-    tx: &mpsc::Sender<Outbound>,
+    tx: &OutboxSender,
     used_presence: &mut bool,
 ) {
     let mut throttle = Throttle::new(state);
@@ -177,9 +177,12 @@ async fn read_loop(
         };
         let started = std::time::Instant::now();
         let span = tracing::info_span!("ws_frame", project = %conn.project, conn = %conn.id, bytes = text.len());
-        let reply = handle_text(state, conn, text.as_str(), &mut throttle, used_presence)
-            .instrument(span)
-            .await;
+        // Boxed: the future exists only while a frame is handled, and kept inline it would make every idle
+        // connection's task larger.
+        let reply = Box::pin(
+            handle_text(state, conn, text.as_str(), &mut throttle, used_presence).instrument(span),
+        )
+        .await;
         match &reply {
             Some(Outbound::Ack { .. }) => {
                 state
@@ -305,7 +308,7 @@ async fn write_loop(
     state: &AppState,
     conn: &Conn,
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: OutboxReceiver,
     kill: &CancellationToken,
     expiry: Option<Instant>,
 ) {
@@ -363,46 +366,48 @@ async fn write_loop(
                 close(&mut sink, code, reason).await;
                 return;
             }
-            Outbound::Resync { req_id } => match loader::snapshot(state, &conn.project).await {
-                Ok(snapshot) => {
-                    state.hub.observe_seq(&conn.project, snapshot.seq);
-                    let mut text = snapshot_frame(
-                        conn.project.as_str(),
-                        snapshot.seq,
-                        Some(&conn.id),
-                        &snapshot.objects,
-                    );
-                    if let Some(req_id) = req_id {
-                        // Insert the reqId after the opening brace: {"reqId":"..",...
-                        let id = canvas_shared::protocol::json_string(&req_id);
-                        text.insert_str(1, &format!("\"reqId\":{id},"));
+            Outbound::Resync { req_id } => {
+                match Box::pin(loader::snapshot(state, &conn.project)).await {
+                    Ok(snapshot) => {
+                        state.hub.observe_seq(&conn.project, snapshot.seq);
+                        let mut text = snapshot_frame(
+                            conn.project.as_str(),
+                            snapshot.seq,
+                            Some(&conn.id),
+                            &snapshot.objects,
+                        );
+                        if let Some(req_id) = req_id {
+                            // Insert the reqId after the opening brace: {"reqId":"..",...
+                            let id = canvas_shared::protocol::json_string(&req_id);
+                            text.insert_str(1, &format!("\"reqId\":{id},"));
+                        }
+                        snapshot_sent = true;
+                        let mut frames = vec![Utf8Bytes::from(text)];
+                        frames.extend(
+                            seq.on_snapshot(snapshot.seq)
+                                .into_iter()
+                                .map(Utf8Bytes::from),
+                        );
+                        frames
                     }
-                    snapshot_sent = true;
-                    let mut frames = vec![Utf8Bytes::from(text)];
-                    frames.extend(
-                        seq.on_snapshot(snapshot.seq)
-                            .into_iter()
-                            .map(Utf8Bytes::from),
-                    );
-                    frames
+                    Err(r) if !snapshot_sent => {
+                        let _ = send(&mut sink, error_frame(None, r.code, &r.message).into()).await;
+                        close(
+                            &mut sink,
+                            close_code::TRY_AGAIN_LATER,
+                            "state unavailable; reconnect later",
+                        )
+                        .await;
+                        return;
+                    }
+                    Err(r) => {
+                        let mut frames: Vec<Utf8Bytes> =
+                            seq.release_all().into_iter().map(Utf8Bytes::from).collect();
+                        frames.push(error_frame(req_id.as_deref(), r.code, &r.message).into());
+                        frames
+                    }
                 }
-                Err(r) if !snapshot_sent => {
-                    let _ = send(&mut sink, error_frame(None, r.code, &r.message).into()).await;
-                    close(
-                        &mut sink,
-                        close_code::TRY_AGAIN_LATER,
-                        "state unavailable; reconnect later",
-                    )
-                    .await;
-                    return;
-                }
-                Err(r) => {
-                    let mut frames: Vec<Utf8Bytes> =
-                        seq.release_all().into_iter().map(Utf8Bytes::from).collect();
-                    frames.push(error_frame(req_id.as_deref(), r.code, &r.message).into());
-                    frames
-                }
-            },
+            }
         };
         unflushed |= !frames.is_empty();
         for frame in frames {
