@@ -51,6 +51,14 @@ pub struct TuningArgs {
         default_value_t = 10_000
     )]
     pub shutdown_grace_ms: u64,
+    /// Accepted connections allowed in their HTTP/WebSocket handshake at once; beyond it the gateway stops
+    /// accepting until one finishes (a connect storm then queues in the kernel, not in memory). 0: no bound.
+    #[arg(
+        long = "max-pending-handshakes",
+        env = "GATEWAY_MAX_PENDING_HANDSHAKES",
+        default_value_t = 128
+    )]
+    pub max_pending_handshakes: usize,
 
     #[command(flatten)]
     pub abuse: AbuseArgs,
@@ -61,6 +69,7 @@ impl Default for TuningArgs {
         Self {
             outgoing_queue: 1024,
             shutdown_grace_ms: 10_000,
+            max_pending_handshakes: 128,
             abuse: AbuseArgs::default(),
         }
     }

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod edit;
 pub mod error;
+pub mod handshakes;
 pub mod http;
 pub mod hub;
 pub mod limits;
@@ -47,14 +48,16 @@ pub async fn serve_with(
     let grace = Duration::from_millis(state.tuning.shutdown_grace_ms);
     let shutdown = state.shutdown.clone();
     let hub = std::sync::Arc::clone(&state.hub);
+    let max_pending_handshakes = state.tuning.max_pending_handshakes;
     let app = http::router(state).merge(extra);
     // The peer address feeds the per-IP connection limit.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     // Small frames must leave at once: without TCP_NODELAY an ack or broadcast can sit behind Nagle's
     // algorithm and the peer's delayed ACK for tens of milliseconds.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let listener = handshakes::HandshakeLimitedListener::new(listener, max_pending_handshakes)
+        .tap_io(|conn| {
+            let _ = conn.stream().set_nodelay(true);
+        });
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
