@@ -620,12 +620,20 @@ class Bench:
         polls = []
         stop = threading.Event()
 
+        gw_prom = {}
+
         def poll():
+            started = time.monotonic()
             while not stop.is_set():
                 try:
                     polls.append((int(time.time() * 1000), self.saver_metrics()))
                 except Exception:
                     pass
+                # What an operator's Prometheus scrapes off a busy gateway: once, mid-B (counters since start).
+                if "text" not in gw_prom and time.monotonic() - started > 15:
+                    text = safe(lambda: http_text(f"http://127.0.0.1:{self.gw_ports[0]}/metrics/prometheus"))
+                    if text:
+                        gw_prom["text"] = text
                 stop.wait(1.0)
 
         m0 = self.saver_metrics()
@@ -648,10 +656,8 @@ class Bench:
             t.join(5)
         m1 = self.saver_metrics()
         prom1 = safe(lambda: http_text(f"http://127.0.0.1:{self.saver_http}/metrics/prometheus"))
-        # What an operator's Prometheus scrapes off a busy gateway (cumulative since start: A and B).
-        gw_prom = safe(lambda: http_text(f"http://127.0.0.1:{self.gw_ports[0]}/metrics/prometheus"))
-        if gw_prom:
-            (self.out / "B-gateway1-prometheus.txt").write_text(gw_prom)
+        if "text" in gw_prom:
+            (self.out / "B-gateway1-prometheus.txt").write_text(gw_prom["text"])
         (self.out / "F-saver-metrics-before.json").write_text(json.dumps(m0, indent=2))
         (self.out / "F-saver-metrics-after.json").write_text(json.dumps(m1, indent=2))
         (self.out / "F-saver-metrics-polls.json").write_text(json.dumps(polls))
