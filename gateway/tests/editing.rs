@@ -299,6 +299,9 @@ async fn prometheus_figures_count_what_happened() {
         "canvas_gateway_edits_total{kind=\"delete\",result=\"not_found\"} 1",
         "canvas_gateway_rejected_frames_total{code=\"not_found\"} 1",
         "canvas_gateway_rejected_frames_total{code=\"bad_request\"} 1",
+        // Codes that never happened are there too, at zero.
+        "canvas_gateway_rejected_frames_total{code=\"rate_limited\"} 0",
+        "canvas_gateway_edits_total{kind=\"delete\",result=\"ok\"} 0",
         "canvas_gateway_fanout_messages_total 2",
         "canvas_gateway_ack_latency_seconds_count 4",
     ] {
