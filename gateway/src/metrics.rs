@@ -93,12 +93,12 @@ impl Default for GatewayMetrics {
         // Series start at zero rather than appearing with their first event, so that a dashboard's rate() of
         // an error that never happened reads 0, not "no data".
         for code in canvas_shared::ErrorCode::ALL {
-            rejected_frames.get_or_create(&CodeLabels {
+            drop(rejected_frames.get_or_create(&CodeLabels {
                 code: code.as_str(),
-            });
+            }));
         }
         for kind in ["create", "update", "delete"] {
-            edits.get_or_create(&EditLabels { kind, result: "ok" });
+            drop(edits.get_or_create(&EditLabels { kind, result: "ok" }));
         }
         Self {
             registry,
