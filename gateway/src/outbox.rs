@@ -25,6 +25,9 @@ pub enum TrySendError {
     Closed,
 }
 
+/// Capacity kept when the queue runs empty; beyond it the buffer is freed.
+const SHRINK_ABOVE: usize = 16;
+
 struct Shared {
     state: Mutex<State>,
     /// Wakes the receiver: something was queued, or the last sender left.
@@ -123,13 +126,22 @@ impl OutboxReceiver {
     /// The next message; None once the queue is empty and every sender is gone.
     pub async fn recv(&mut self) -> Option<Outbound> {
         loop {
-            let popped = self.0.lock().queue.pop_front();
+            let popped = {
+                let mut state = self.0.lock();
+                let popped = state.queue.pop_front();
+                // A burst must not leave its high-water mark allocated for the rest of an idle connection.
+                if state.queue.is_empty() && state.queue.capacity() > SHRINK_ABOVE {
+                    state.queue = VecDeque::new();
+                }
+                popped
+            };
             if let Some(message) = popped {
                 self.0.room.notify_one();
                 return Some(message);
             }
             if self.0.senders.load(Ordering::Acquire) == 0 {
-                return None;
+                // The last sender may have queued something just before leaving.
+                return self.0.lock().queue.pop_front();
             }
             // A push between the pop and here leaves a permit, so this cannot miss it.
             self.0.queued.notified().await;
@@ -183,6 +195,19 @@ mod tests {
         assert_eq!(text(rx.recv().await), "b");
         assert_eq!(text(rx.recv().await), "c");
         assert!(rx.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_drained_burst_gives_its_memory_back() {
+        let (tx, mut rx) = outbox(1024);
+        for n in 0..500 {
+            tx.try_send(reply(&n.to_string())).unwrap();
+        }
+        assert!(rx.0.lock().queue.capacity() >= 500);
+        for _ in 0..500 {
+            rx.recv().await.unwrap();
+        }
+        assert!(rx.0.lock().queue.capacity() <= SHRINK_ABOVE);
     }
 
     #[tokio::test]

@@ -102,6 +102,14 @@ pub async fn run(
     let _counted = scopeguard(|| {
         state.metrics.connections.dec();
     });
+    let (sink, mut stream) = socket.split();
+    // Read once right away, before anything that may wait (joining can wait on Redis): the socket's first read
+    // frees the HTTP handshake's buffer and its handshake slot (`handshakes.rs`), which must not depend on
+    // Redis. A frame that is already there is handled first by the reader.
+    let early = match futures_util::poll!(stream.next()) {
+        std::task::Poll::Ready(item) => Some(item),
+        std::task::Poll::Pending => None,
+    };
     let (tx, rx) = outbox(state.tuning.outgoing_queue.max(16));
     let kill = CancellationToken::new();
     state
@@ -117,11 +125,10 @@ pub async fn run(
         .await;
     // The first thing a client gets is its snapshot.
     let _ = tx.try_send(Outbound::Resync { req_id: None });
-    let (sink, stream) = socket.split();
     let mut used_presence = false;
     tokio::select! {
         _ = write_loop(&state, &conn, sink, rx, &kill, expiry) => {}
-        _ = read_loop(&state, &conn, stream, &tx, &mut used_presence) => {}
+        _ = read_loop(&state, &conn, early, stream, &tx, &mut used_presence) => {}
     }
     state.hub.leave(&conn.project, &conn.id).await;
     if used_presence {
@@ -136,15 +143,25 @@ pub async fn run(
     }
 }
 
+/// What the socket yields: a message, an error, or None once it has ended.
+type Received = Option<Result<Message, axum::Error>>;
+
 async fn read_loop(
     state: &AppState,
     conn: &Conn,
+    early: Option<Received>,
     mut stream: SplitStream<WebSocket>,
     tx: &OutboxSender,
     used_presence: &mut bool,
 ) {
     let mut throttle = Throttle::new(state);
-    while let Some(received) = stream.next().await {
+    let mut early = early;
+    loop {
+        let received = match early.take() {
+            Some(item) => item,
+            None => stream.next().await,
+        };
+        let Some(received) = received else { return };
         let text = match received {
             Ok(Message::Text(text)) => text,
             Ok(Message::Binary(_)) => {
@@ -336,7 +353,9 @@ async fn write_loop(
             }
             _ = sleep_until(deadline) => {
                 for frame in seq.overdue(Instant::now()) {
-                    if send(&mut sink, frame.into()).await.is_err() { return; }
+                    if !unless_stopped(state, kill, send(&mut sink, frame.into())).await {
+                        return stopped(&mut sink, kill).await;
+                    }
                 }
                 continue;
             }
@@ -391,7 +410,10 @@ async fn write_loop(
                         frames
                     }
                     Err(r) if !snapshot_sent => {
-                        let _ = send(&mut sink, error_frame(None, r.code, &r.message).into()).await;
+                        let error = send(&mut sink, error_frame(None, r.code, &r.message).into());
+                        if !unless_stopped(state, kill, error).await {
+                            return stopped(&mut sink, kill).await;
+                        }
                         close(
                             &mut sink,
                             close_code::TRY_AGAIN_LATER,

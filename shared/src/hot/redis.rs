@@ -234,6 +234,7 @@ impl HotState for RedisHotState {
         let bus = Arc::new(RedisBus {
             client: self.client.clone(),
             state: Mutex::new(BusState::default()),
+            reset: tokio::sync::Notify::new(),
         });
         tokio::spawn(run_bus(Arc::clone(&bus), events));
         bus
@@ -371,6 +372,9 @@ impl HotState for RedisHotState {
 struct RedisBus {
     client: Client,
     state: Mutex<BusState>,
+    /// Rings when a subscribe failed on a connection that looks alive: the connection is then dropped and
+    /// rebuilt, which subscribes every wanted channel again and tells the gateway to resync its clients.
+    reset: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -390,11 +394,15 @@ impl Bus for RedisBus {
         let Some(sink) = state.sink.as_mut() else {
             return Err(unavailable("pub/sub is reconnecting"));
         };
-        match tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(&channel)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(unavailable("pub/sub subscribe timed out")),
-        }
+        let failed = match tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(&channel)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => unavailable(e),
+            Err(_) => unavailable("pub/sub subscribe timed out"),
+        };
+        // Without a reconnect nothing would retry this channel, and its clients would miss broadcasts unnoticed.
+        state.sink = None;
+        self.reset.notify_one();
+        Err(failed)
     }
 
     async fn unsubscribe(&self, project: &ProjectId) -> Result<(), HotError> {
@@ -484,6 +492,7 @@ async fn run_bus(bus: Arc<RedisBus>, events: mpsc::Sender<BusEvent>) {
                     }
                     None => break,
                 },
+                _ = bus.reset.notified() => break,
                 _ = events.closed() => return,
             }
         }
