@@ -101,6 +101,13 @@ impl Handshaking {
         &self.stream
     }
 
+    /// The response has started: the next read ends the handshake.
+    fn note_write(&mut self) {
+        if let Some(slot) = &mut self.slot {
+            slot.wrote = true;
+        }
+    }
+
     /// True while the connection still holds a handshake slot.
     pub fn is_handshaking(&self) -> bool {
         self.slot.is_some()
@@ -130,9 +137,7 @@ impl AsyncWrite for Handshaking {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let Some(slot) = &mut self.slot {
-            slot.wrote = true;
-        }
+        self.note_write();
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -141,9 +146,7 @@ impl AsyncWrite for Handshaking {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if let Some(slot) = &mut self.slot {
-            slot.wrote = true;
-        }
+        self.note_write();
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 

@@ -97,7 +97,7 @@ impl Default for GatewayMetrics {
                 code: code.as_str(),
             }));
         }
-        for kind in ["create", "update", "delete"] {
+        for kind in canvas_shared::object::Edit::KINDS {
             drop(edits.get_or_create(&EditLabels { kind, result: "ok" }));
         }
         Self {

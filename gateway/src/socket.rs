@@ -149,13 +149,12 @@ type Received = Option<Result<Message, axum::Error>>;
 async fn read_loop(
     state: &AppState,
     conn: &Conn,
-    early: Option<Received>,
+    mut early: Option<Received>,
     mut stream: SplitStream<WebSocket>,
     tx: &OutboxSender,
     used_presence: &mut bool,
 ) {
     let mut throttle = Throttle::new(state);
-    let mut early = early;
     loop {
         let received = match early.take() {
             Some(item) => item,

@@ -84,6 +84,9 @@ impl Edit {
     }
 
     /// Short name used in metrics and logs.
+    /// Every value [`Edit::kind`] returns.
+    pub const KINDS: [&'static str; 3] = ["create", "update", "delete"];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Edit::Create(_) => "create",
