@@ -240,12 +240,18 @@ async fn the_operator_token_guards_the_prometheus_endpoint_and_the_loop_reports_
         let (status, _, body) = fetch(saver.http, "/metrics/prometheus", Some("sekrit")).await;
         assert_eq!(status, 200, "{body}");
         let m = parse(&body);
-        if m.get("canvas_saver_project_saves_total") == Some(&1.0) {
+        // The first pass may find the project dirty already, so an idle pass can come after the save: wait for
+        // both rather than race them.
+        let idle = m
+            .get("canvas_saver_passes_total{result=\"idle\"}")
+            .copied()
+            .unwrap_or(0.0);
+        if m.get("canvas_saver_project_saves_total") == Some(&1.0) && idle >= 1.0 {
             break m;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the save was not counted: {m:#?}"
+            "the save (and an idle pass after it) was not counted: {m:#?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
