@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, timeout_at, Instant};
 
 use crate::client::{run_client, ClientSpec, Control, Shared};
 use crate::config::Config;
 use crate::report::{self, Durations, Report, ReportInputs};
-use crate::stats::{Aggregate, Clock, Latencies};
+use crate::stats::{Aggregate, ClientOutcome, Clock, Latencies};
 
 /// Longest wait for outstanding acks / broadcasts after sending stops.
 pub const DRAIN_MAX: Duration = Duration::from_secs(2);
@@ -36,57 +37,102 @@ pub struct RunResult {
 /// Runs the whole load test. `warnings` are carried into the report.
 pub async fn run(cfg: Config, mut warnings: Vec<String>) -> RunResult {
     let started = Instant::now();
-    let clock = Clock::new();
-    let total = cfg.total_clients();
-    let (projects, clients) = (cfg.projects, cfg.clients);
-    if cfg.rate > 1000.0 {
-        warnings.push(format!(
-            "--rate {} per client is above 1000/s: sends are batched per 1 ms timer tick",
-            cfg.rate
-        ));
-    }
+    warnings.extend(rate_warning(cfg.rate));
     let echo = cfg.echo();
-    let warmup = cfg.warmup;
-    let duration = cfg.duration;
-    let rate = cfg.rate;
     let shared = Arc::new(Shared {
         connect_sem: Semaphore::new(cfg.connect_concurrency),
         connect_deadline: started + cfg.connect_timeout,
         cfg,
         latencies: Latencies::new(SHARDS),
-        clock,
+        clock: Clock::new(),
         outstanding: AtomicI64::new(0),
         last_activity_us: AtomicU64::new(0),
     });
-
     eprintln!(
-        "loadgen: connecting {total} clients ({projects} projects x {clients}) to {} gateway(s), \
-         projects {}-0..",
+        "loadgen: connecting {} clients ({} projects x {}) to {} gateway(s), projects {}-0..",
+        shared.cfg.total_clients(),
+        shared.cfg.projects,
+        shared.cfg.clients,
         echo.urls.len(),
         echo.project_prefix
     );
-    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+
     let (ctl_tx, ctl_rx) = watch::channel(Control::Wait);
-    let mut handles = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    for p in 0..projects {
-        for c in 0..clients {
+    let (handles, ready_rx) = spawn_clients(&shared, ctl_rx);
+    let ready = await_connections(&shared, ready_rx).await;
+    let timeline = Timeline::starting_now(&shared.cfg, started);
+    eprintln!(
+        "loadgen: {ready}/{} clients ready after {:.2}s",
+        shared.cfg.total_clients(),
+        timeline.connect_secs()
+    );
+    let mut durations = if ready > 0 {
+        load(&shared, &ctl_tx, &timeline).await
+    } else {
+        timeline.durations_without_load()
+    };
+    ctl_tx.send_replace(Control::Stop);
+
+    let collected = collect(handles, &shared.cfg, &timeline).await;
+    durations.total_secs = started.elapsed().as_secs_f64();
+    collected.warn_into(&mut warnings);
+    cap_warnings(&mut warnings);
+
+    let report = report::build(
+        &collected.aggregate,
+        ReportInputs {
+            config: echo,
+            durations,
+            ack: shared.latencies.ack.merged(),
+            fanout: shared.latencies.fanout.merged(),
+            warnings,
+        },
+    );
+    RunResult {
+        any_connected: collected.aggregate.connected > 0,
+        report,
+    }
+}
+
+fn rate_warning(rate: f64) -> Option<String> {
+    (rate > 1000.0).then(|| {
+        format!("--rate {rate} per client is above 1000/s: sends are batched per 1 ms timer tick")
+    })
+}
+
+/// Starts one task per client; each reports on the returned channel whether it connected.
+fn spawn_clients(
+    shared: &Arc<Shared>,
+    control: watch::Receiver<Control>,
+) -> (
+    Vec<JoinHandle<ClientOutcome>>,
+    mpsc::UnboundedReceiver<bool>,
+) {
+    let (ready_tx, ready_rx) = mpsc::unbounded_channel();
+    let (projects, clients) = (shared.cfg.projects, shared.cfg.clients);
+    let mut handles = Vec::with_capacity(usize::try_from(shared.cfg.total_clients()).unwrap_or(0));
+    for project in 0..projects {
+        for local in 0..clients {
             let spec = ClientSpec {
-                global: u64::from(p) * u64::from(clients) + u64::from(c),
-                project: p,
-                local: c,
+                global: u64::from(project) * u64::from(clients) + u64::from(local),
+                project,
+                local,
             };
             handles.push(tokio::spawn(run_client(
                 shared.clone(),
                 spec,
                 ready_tx.clone(),
-                ctl_rx.clone(),
+                control.clone(),
             )));
         }
     }
-    drop(ready_tx);
-    drop(ctl_rx);
+    (handles, ready_rx)
+}
 
-    // Connect phase: until every client reported or the connect deadline.
+/// The connect phase: waits until every client reported or the connect deadline passed; returns how many are
+/// ready.
+async fn await_connections(shared: &Shared, mut ready_rx: mpsc::UnboundedReceiver<bool>) -> u64 {
+    let total = shared.cfg.total_clients();
     let (mut reported, mut ready) = (0u64, 0u64);
     while reported < total {
         match timeout_at(shared.connect_deadline, ready_rx.recv()).await {
@@ -97,95 +143,131 @@ pub async fn run(cfg: Config, mut warnings: Vec<String>) -> RunResult {
             _ => break,
         }
     }
-    let t0 = Instant::now();
-    let measure_start = t0 + warmup;
-    let measure_end = measure_start + duration;
+    ready
+}
+
+/// The run's shared instants: load starts at `t0`, the measured window is `measure_start..measure_end`.
+struct Timeline {
+    started: Instant,
+    t0: Instant,
+    warmup: Duration,
+    duration: Duration,
+    measure_end: Instant,
+}
+
+impl Timeline {
+    fn starting_now(cfg: &Config, started: Instant) -> Self {
+        let t0 = Instant::now();
+        Timeline {
+            started,
+            t0,
+            warmup: cfg.warmup,
+            duration: cfg.duration,
+            measure_end: t0 + cfg.warmup + cfg.duration,
+        }
+    }
+
+    fn connect_secs(&self) -> f64 {
+        (self.t0 - self.started).as_secs_f64()
+    }
+
+    fn durations_without_load(&self) -> Durations {
+        Durations {
+            connect_secs: self.connect_secs(),
+            ..Durations::default()
+        }
+    }
+}
+
+/// Warmup, measured window and drain: releases the clients at `t0` and returns when the load is over.
+async fn load(shared: &Shared, control: &watch::Sender<Control>, timeline: &Timeline) -> Durations {
+    control.send_replace(Control::Run(timeline.t0));
     eprintln!(
-        "loadgen: {ready}/{total} clients ready after {:.2}s",
-        (t0 - started).as_secs_f64()
+        "loadgen: running {:.1}s warmup + {:.1}s measured",
+        timeline.warmup.as_secs_f64(),
+        timeline.duration.as_secs_f64()
     );
-
-    let mut durations = Durations {
-        connect_secs: (t0 - started).as_secs_f64(),
-        ..Durations::default()
-    };
-    if ready > 0 {
-        ctl_tx.send_replace(Control::Run(t0));
-        eprintln!(
-            "loadgen: running {:.1}s warmup + {:.1}s measured",
-            warmup.as_secs_f64(),
-            duration.as_secs_f64()
-        );
-        sleep_until(measure_end).await;
-        if rate > 0.0 {
-            drain(&shared, measure_end).await;
-        }
-        durations.warmup_secs = warmup.as_secs_f64();
-        durations.measured_secs = duration.as_secs_f64();
-        durations.drain_secs = Instant::now()
-            .saturating_duration_since(measure_end)
-            .as_secs_f64();
+    sleep_until(timeline.measure_end).await;
+    if shared.cfg.rate > 0.0 {
+        drain(shared, timeline.measure_end).await;
     }
-    ctl_tx.send_replace(Control::Stop);
+    Durations {
+        warmup_secs: timeline.warmup.as_secs_f64(),
+        measured_secs: timeline.duration.as_secs_f64(),
+        drain_secs: Instant::now()
+            .saturating_duration_since(timeline.measure_end)
+            .as_secs_f64(),
+        ..timeline.durations_without_load()
+    }
+}
 
+/// Every client's figures, and what went wrong while gathering them.
+struct Collected {
+    aggregate: Aggregate,
+    setup_warnings: BTreeSet<String>,
+    /// Projects whose object creator (client 0) never connected.
+    creators_failed: BTreeSet<u32>,
+}
+
+/// Joins the client tasks (all within [`JOIN_TIMEOUT`]) and folds their outcomes.
+async fn collect(
+    handles: Vec<JoinHandle<ClientOutcome>>,
+    cfg: &Config,
+    timeline: &Timeline,
+) -> Collected {
     let join_deadline = Instant::now() + JOIN_TIMEOUT;
-    let mut agg = Aggregate::new(total);
-    let mut setup_warnings = BTreeSet::new();
-    let mut creators_failed = BTreeSet::new();
-    for mut h in handles {
-        match timeout_at(join_deadline, &mut h).await {
-            Ok(Ok(o)) => {
-                if let Some(w) = &o.setup_warning {
-                    setup_warnings.insert(w.clone());
+    let mut collected = Collected {
+        aggregate: Aggregate::new(cfg.total_clients()),
+        setup_warnings: BTreeSet::new(),
+        creators_failed: BTreeSet::new(),
+    };
+    for mut handle in handles {
+        match timeout_at(join_deadline, &mut handle).await {
+            Ok(Ok(outcome)) => {
+                if let Some(w) = &outcome.setup_warning {
+                    collected.setup_warnings.insert(w.clone());
                 }
-                if o.local == 0 && !o.connected && rate > 0.0 {
-                    creators_failed.insert(o.project);
+                if outcome.local == 0 && !outcome.connected && cfg.rate > 0.0 {
+                    collected.creators_failed.insert(outcome.project);
                 }
-                agg.add(o, t0.into_std(), measure_end.into_std());
+                let (t0, end) = (timeline.t0.into_std(), timeline.measure_end.into_std());
+                collected.aggregate.add(outcome, t0, end);
             }
-            Ok(Err(_)) => agg.unfinished += 1,
+            Ok(Err(_)) => collected.aggregate.unfinished += 1,
             Err(_) => {
-                h.abort();
-                agg.unfinished += 1;
+                handle.abort();
+                collected.aggregate.unfinished += 1;
             }
         }
     }
-    durations.total_secs = started.elapsed().as_secs_f64();
+    collected
+}
 
-    warnings.extend(setup_warnings);
-    if !creators_failed.is_empty() {
-        let list: Vec<String> = creators_failed.iter().map(u32::to_string).collect();
-        warnings.push(format!(
-            "object creator (client 0) did not connect in project(s) {}: their updates \
-             get not_found",
-            list.join(", ")
-        ));
+impl Collected {
+    fn warn_into(&self, warnings: &mut Vec<String>) {
+        warnings.extend(self.setup_warnings.iter().cloned());
+        if !self.creators_failed.is_empty() {
+            let list: Vec<String> = self.creators_failed.iter().map(u32::to_string).collect();
+            warnings.push(format!(
+                "object creator (client 0) did not connect in project(s) {}: their updates \
+                 get not_found",
+                list.join(", ")
+            ));
+        }
+        if self.aggregate.unfinished > 0 {
+            warnings.push(format!(
+                "{} client task(s) did not finish in time; their figures are missing",
+                self.aggregate.unfinished
+            ));
+        }
     }
-    if agg.unfinished > 0 {
-        warnings.push(format!(
-            "{} client task(s) did not finish in time; their figures are missing",
-            agg.unfinished
-        ));
-    }
+}
+
+fn cap_warnings(warnings: &mut Vec<String>) {
     if warnings.len() > MAX_WARNINGS {
         let extra = warnings.len() - MAX_WARNINGS;
         warnings.truncate(MAX_WARNINGS);
         warnings.push(format!("... and {extra} more warnings"));
-    }
-
-    let report = report::build(
-        &agg,
-        ReportInputs {
-            config: echo,
-            durations,
-            ack: shared.latencies.ack.merged(),
-            fanout: shared.latencies.fanout.merged(),
-            warnings,
-        },
-    );
-    RunResult {
-        any_connected: agg.connected > 0,
-        report,
     }
 }
 
