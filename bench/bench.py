@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""The benchmark run of issue 7 (started by scripts/bench, which builds the release binaries first).
+"""The benchmark run (started by scripts/bench, which builds the release binaries first).
 
 Starts redis-server, dynalite, a saver and 2 gateways on free loopback ports, runs the scenarios below one after
-the other, writes every raw result to bench/results/<UTC timestamp>/ and a summary (summary.json, summary.md),
-and stops everything it started at the end, also on failure, Ctrl-C or SIGTERM (children also get SIGKILL if this
-process dies: PR_SET_PDEATHSIG).
+the other, writes every raw result to bench/runs/<UTC timestamp>/ (ignored by git) with a summary (summary.json,
+summary.md) and a chart (fanout-latency.svg), and stops everything it started at the end, also on failure, Ctrl-C
+or SIGTERM (children also get SIGKILL if this process dies: PR_SET_PDEATHSIG). `--make-reference RUN_DIR` copies
+a run's summary, chart and the raw files docs/benchmarks.md cites to bench/reference/, which is committed.
 
   G  redis-benchmark of the edit script itself (EVALSHA of json.lua+edit.lua, KEYS/ARGV as redis.rs sends them,
      2 subscribers on the channel like 2 gateways): -c 50 unpipelined and -c 50 -P 16. The physical reference.
@@ -14,23 +15,26 @@ process dies: PR_SET_PDEATHSIG).
   F  write amplification during B: items the saver wrote per pass vs the distinct objects changed per interval.
   C  ramp 20 projects x 5 clients, raising the per-client rate every step (10 s measured) until fan-out p99 >
      100 ms, an error/disconnect/missing receipt, or achieved < 95 % of target; the highest sustained edits/s.
-  P  perf profile (cpu-clock sampling; the VM has no hardware counters) of the whole box and of gateway 1 during
+  P  perf profile (cpu-clock sampling; the VM has no hardware counters) of the whole machine and of gateway 1 during
      a B-like load.
   E  saver rate: target/release/examples/rate, 3 times (10,000 changed objects over 100 projects, saver items/s
      beside a raw BatchWriteItem loop to the same dynalite, both in that one process run); after the servers above
      are stopped, since it starts its own redis-server and dynalite.
 
-The box is shared: the run first waits (at most 2 minutes) until other work uses < 0.3 cores, and every scenario
-records the CPU of each process it started (and of the rest of the box) over its run.
+The machine is shared: the run first waits (at most 2 minutes) until other work uses < 0.3 cores, and every scenario
+records the CPU of each process it started (and of the rest of the machine) over its run.
 
-Options: --only LETTERS (comma separated), --no-profile, --out DIR. What-if runs: BENCH_GATEWAY_BIN (another
-gateway binary), BENCH_GATEWAY_ENV (JSON object of extra gateway environment variables).
+Options: --only LETTERS (comma separated), --no-profile, --out DIR; --chart RUN_DIR and --make-reference RUN_DIR
+work on a finished run without running anything. To measure a changed or reconfigured gateway against the same
+load: BENCH_GATEWAY_BIN (another gateway binary), BENCH_GATEWAY_ENV (JSON object of extra gateway environment
+variables).
 """
 
 import argparse
 import ctypes
 import datetime as dt
 import json
+import math
 import os
 import platform
 import re
@@ -56,7 +60,7 @@ PAGE_KB = resource.getpagesize() // 1024
 RAMP_RATES = [5, 10, 20, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200]
 RAMP_P99_LIMIT_MS = 100.0
 SAVE_INTERVAL_MS = 5000
-# For what-if runs (not used by the reference run): another gateway binary, extra gateway environment as JSON.
+# To measure another gateway binary, or extra gateway environment as JSON (the reference run uses neither).
 GATEWAY_BIN = Path(os.environ.get("BENCH_GATEWAY_BIN", REL / "gateway"))
 GATEWAY_ENV_EXTRA = json.loads(os.environ.get("BENCH_GATEWAY_ENV", "{}"))
 
@@ -284,7 +288,7 @@ class Bench:
         dt_total = total_b - total_a
         out["machine_busy_of_2_cores"] = round(2 * (1 - (idle_b - idle_a) / dt_total), 3) if dt_total else None
         if out["machine_busy_of_2_cores"] is not None:
-            # Whatever else ran on the box meanwhile (other users' builds, the kernel's softirq work not
+            # Whatever else ran on the machine meanwhile (other users' builds, the kernel's softirq work not
             # charged to a process): busy cores minus the processes this run started.
             # /proc/stat's idle time of a tickless idle CPU is only approximate on this VM: at low load
             # the machine figure can come out below our own processes' sum; then there is no estimate.
@@ -924,7 +928,7 @@ class Bench:
                 log(f"{letter} FAILED: {e}")
                 self.summary["scenarios"][letter] = {"failed": str(e)}
                 self.save_summary()
-        # Rate runs its own redis-server and dynalite: stop ours first so that they have the box to themselves.
+        # Rate runs its own redis-server and dynalite: stop ours first so that they have the machine to themselves.
         self.procs.stop_all()
         self.roles = {}
         if self.want("E") and elapsed() < HARD_LIMIT_S - 60:
@@ -942,6 +946,7 @@ class Bench:
         self.summary["totalSecs"] = round(elapsed(), 1)
         self.save_summary()
         (self.out / "summary.md").write_text(summary_md(self.summary))
+        write_chart(self.out)
         log(f"done in {elapsed():.0f} s; summary: {self.out / 'summary.md'}")
 
 
@@ -950,7 +955,7 @@ class Bench:
 
 
 def wait_quiet(limit=0.3, max_wait=120.0):
-    """The box is shared: wait (bounded) until other work uses < `limit` cores over 2 s; returns what it saw."""
+    """The machine is shared: wait (bounded) until other work uses < `limit` cores over 2 s; returns what it saw."""
     end = time.monotonic() + max_wait
     while True:
         t0, i0 = machine_ticks()
@@ -960,7 +965,7 @@ def wait_quiet(limit=0.3, max_wait=120.0):
         if busy < limit or time.monotonic() > end:
             log(f"background load before starting: {busy} cores busy")
             return busy
-        log(f"waiting for the box to go quiet ({busy} cores busy with other work)")
+        log(f"waiting for the machine to go quiet ({busy} cores busy with other work)")
 
 
 def safe(fn):
@@ -1242,19 +1247,121 @@ def summary_md(s):
     return "\n".join(L) + "\n"
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# the chart of a run (plain SVG, so that it needs no package)
+
+CHART_FILE = "fanout-latency.svg"
+
+
+def fanout_chart_svg(s):
+    """Fan-out latency (p50, p95, p99) against achieved edits/s over the ramp (C), on a log scale."""
+    steps = sorted(s.get("scenarios", {}).get("C", {}).get("steps", []), key=lambda st: st["achievedEditsPerSec"])
+    steps = [st for st in steps if st["fanoutMs"].get("p99") is not None]
+    if not steps:
+        return None
+    width, height, left, right, top, bottom = 760, 440, 70, 150, 40, 60
+    plot_w, plot_h = width - left - right, height - top - bottom
+    x_max = max(2000, -(-max(st["achievedEditsPerSec"] for st in steps) // 2000) * 2000)
+    y_lo, y_hi = 0.1, 1000.0
+
+    def x(v):
+        return left + plot_w * v / x_max
+
+    def y(ms):
+        ms = min(max(ms, y_lo), y_hi)
+        return top + plot_h * (math.log10(y_hi) - math.log10(ms)) / (math.log10(y_hi) - math.log10(y_lo))
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left}" y="22" font-size="14" font-weight="bold">Fan-out latency against offered load '
+           f'(ramp C, run {s.get("startedAt", "")})</text>']
+    for ms in (0.1, 1, 10, 100, 1000):
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(ms):.1f}" y2="{y(ms):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 8}" y="{y(ms) + 4:.1f}" text-anchor="end">{ms:g}</text>')
+    for v in range(0, int(x_max) + 1, 2000):
+        out.append(f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{top}" y2="{top + plot_h}" stroke="#eee"/>')
+        out.append(f'<text x="{x(v):.1f}" y="{top + plot_h + 18}" text-anchor="middle">{v:,}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>')
+    out.append(f'<text x="{left + plot_w / 2}" y="{height - 18}" text-anchor="middle">edits/s achieved '
+               f'(20 projects × 5 clients, 2 gateways)</text>')
+    out.append(f'<text x="18" y="{top + plot_h / 2}" text-anchor="middle" '
+               f'transform="rotate(-90 18 {top + plot_h / 2})">fan-out latency, ms (log scale)</text>')
+    limit = RAMP_P99_LIMIT_MS
+    out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(limit):.1f}" y2="{y(limit):.1f}" '
+               f'stroke="#c00" stroke-dasharray="6 4"/>')
+    out.append(f'<text x="{left + plot_w + 6}" y="{y(limit) + 4:.1f}" fill="#c00">p99 limit {limit:g} ms</text>')
+    series = [("p50", "#1f77b4"), ("p95", "#ff7f0e"), ("p99", "#2ca02c")]
+    for i, (key, colour) in enumerate(series):
+        points = " ".join(f"{x(st['achievedEditsPerSec']):.1f},{y(st['fanoutMs'][key]):.1f}" for st in steps)
+        out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for st in steps:
+            fill = colour if st.get("passed") else "white"
+            out.append(f'<circle cx="{x(st["achievedEditsPerSec"]):.1f}" cy="{y(st["fanoutMs"][key]):.1f}" r="3.5" '
+                       f'fill="{fill}" stroke="{colour}" stroke-width="1.5"/>')
+        ly = top + 20 + 20 * i
+        out.append(f'<line x1="{left + plot_w + 10}" x2="{left + plot_w + 34}" y1="{ly}" y2="{ly}" '
+                   f'stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<text x="{left + plot_w + 40}" y="{ly + 4}">{key}</text>')
+    ly = top + 20 + 20 * len(series)
+    out.append(f'<circle cx="{left + plot_w + 22}" cy="{ly}" r="3.5" fill="white" stroke="#444"/>')
+    out.append(f'<text x="{left + plot_w + 40}" y="{ly + 4}">step failed</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def write_chart(folder):
+    """Writes the chart of the run whose summary.json is in `folder`; returns its path, or None without C data."""
+    svg = fanout_chart_svg(json.loads((folder / "summary.json").read_text()))
+    if svg is None:
+        return None
+    (folder / CHART_FILE).write_text(svg)
+    return folder / CHART_FILE
+
+
+# What of a run is committed as the reference (bench/reference/, quoted by docs/benchmarks.md): the summary, the
+# chart, the commands and the few raw files the report cites. Everything else stays in the ignored bench/runs/.
+REFERENCE_DIR = ROOT / "bench" / "reference"
+REFERENCE_FILES = ["summary.json", "summary.md", "B-gateway1-prometheus.txt", "profile/gateway1-inclusive.txt",
+                   "profile/gateway1-flat.txt", "profile/gateway2-flat.txt"]
+
+
+def make_reference(run):
+    """Replaces bench/reference/ with the reference files of the run folder `run`, its commands and its chart."""
+    if REFERENCE_DIR.exists():
+        shutil.rmtree(REFERENCE_DIR)
+    for name in REFERENCE_FILES:
+        if (run / name).exists():
+            (REFERENCE_DIR / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run / name, REFERENCE_DIR / name)
+    commands = [f"# {f.stem}\n{f.read_text().strip()}\n" for f in sorted(run.glob("*.cmd"))]
+    (REFERENCE_DIR / "commands.txt").write_text("\n".join(commands))
+    write_chart(REFERENCE_DIR)
+    log(f"reference files of {run} copied to {REFERENCE_DIR}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma-separated scenario letters (G,D,A,B,C,P,E; F comes with B)")
     ap.add_argument("--no-profile", action="store_true")
-    ap.add_argument("--out", help="results folder (default bench/results/<UTC timestamp>)")
+    ap.add_argument("--out", help="results folder (default bench/runs/<UTC timestamp>)")
+    ap.add_argument("--chart", metavar="RUN_DIR", help="only (re)write the chart of a finished run, then exit")
+    ap.add_argument("--make-reference", metavar="RUN_DIR",
+                    help="only copy a finished run's summary, chart and cited files to bench/reference/, then exit")
     args = ap.parse_args()
+    if args.chart:
+        log(f"chart: {write_chart(Path(args.chart))}")
+        return
+    if args.make_reference:
+        make_reference(Path(args.make_reference))
+        return
     only = None
     if args.only:
         only = {x.strip().upper() for x in args.only.split(",") if x.strip()}
         if "F" in only:
             only.add("B")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / stamp
+    out = Path(args.out) if args.out else ROOT / "bench" / "runs" / stamp
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
     for b in ("gateway", "saver", "loadgen"):

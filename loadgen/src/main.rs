@@ -3,7 +3,7 @@
 //! It opens many WebSocket clients against one or more gateways, sends `update`s at a fixed
 //! open-loop rate, and measures ack latency, fan-out latency, `seq` gaps and lost broadcasts,
 //! printing one JSON report on stdout. It speaks only the public protocol
-//! (shared/protocol.md) and refuses non-loopback targets unless `--allow-remote`.
+//! (docs/protocol.md) and refuses non-loopback targets unless `--allow-remote`.
 //!
 //! Exit status: 0 when the run happened (even with errors: the report says), 1 when no client
 //! could connect, 2 for bad arguments, 3 when the hard deadline (warmup + duration + 30 s)

@@ -1,7 +1,7 @@
 //! The part of the public WebSocket protocol the load generator speaks: parsing server
 //! frames (without allocating for the common case) and writing `create` / `update` frames.
 //!
-//! Only public protocol fields are used (see shared/protocol.md); this crate does not depend on
+//! Only public protocol fields are used (see docs/protocol.md); this crate does not depend on
 //! the server's crates on purpose.
 
 use std::borrow::Cow;

@@ -97,7 +97,7 @@ pub fn project(label: &str) -> String {
     format!("{label}-{}", uuid::Uuid::new_v4().simple())
 }
 
-// ---- auth and abuse helpers (tests of issue 5) ----
+// ---- auth and abuse helpers ----
 
 /// The HS256 secret of [`jwt_auth`] gateways.
 pub const SECRET: &str = "test-secret-of-the-gateway-tests";

@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:43549 --url ws://127.0.0.1:50323 --projects 50 --clients 4 --rate 5 --objects 4 --duration 30 --warmup 1 --project-prefix steady --out /work/main/bench/results/20261126T170000Z/B-steady.json

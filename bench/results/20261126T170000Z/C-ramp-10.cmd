@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:43549 --url ws://127.0.0.1:50323 --projects 20 --clients 5 --rate 10 --objects 10 --duration 10 --warmup 1 --project-prefix ramp --out /work/main/bench/results/20261126T170000Z/C-ramp-10.json

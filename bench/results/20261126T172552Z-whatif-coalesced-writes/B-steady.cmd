@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:55089 --url ws://127.0.0.1:58571 --projects 50 --clients 4 --rate 5 --objects 4 --duration 30 --warmup 1 --project-prefix steady --out bench/results/20261126T172552Z-whatif-coalesced-writes/B-steady.json

@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:55089 --url ws://127.0.0.1:58571 --projects 20 --clients 5 --rate 80 --objects 10 --duration 10 --warmup 1 --project-prefix ramp --out bench/results/20261126T172552Z-whatif-coalesced-writes/C-ramp-80.json

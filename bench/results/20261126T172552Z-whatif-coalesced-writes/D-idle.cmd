@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:55089 --projects 100 --clients 100 --rate 0 --objects 0 --duration 15 --warmup 0 --connect-timeout 20 --project-prefix idle --out bench/results/20261126T172552Z-whatif-coalesced-writes/D-idle.json

@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:48537 --url ws://127.0.0.1:39833 --projects 20 --clients 5 --rate 70 --objects 10 --duration 10 --warmup 1 --project-prefix ramp --out /work/main/bench/results/20261126T173408Z/C-ramp-70.json

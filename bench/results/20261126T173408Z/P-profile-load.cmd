@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:48537 --url ws://127.0.0.1:39833 --projects 50 --clients 4 --rate 5 --objects 4 --duration 16 --warmup 1 --project-prefix prof --out /work/main/bench/results/20261126T173408Z/P-profile-load.json

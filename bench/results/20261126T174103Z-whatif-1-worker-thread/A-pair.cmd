@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:36831 --url ws://127.0.0.1:37553 --projects 1 --clients 2 --rate 50 --objects 4 --duration 20 --warmup 1 --project-prefix pair --out bench/results/20261126T174103Z-whatif-1-worker-thread/A-pair.json

@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:36831 --url ws://127.0.0.1:37553 --projects 20 --clients 5 --rate 128 --objects 10 --duration 10 --warmup 1 --project-prefix ramp --out bench/results/20261126T174103Z-whatif-1-worker-thread/C-ramp-128.json

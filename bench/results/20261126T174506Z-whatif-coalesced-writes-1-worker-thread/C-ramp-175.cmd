@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:47321 --url ws://127.0.0.1:53761 --projects 20 --clients 5 --rate 175 --objects 10 --duration 10 --warmup 1 --project-prefix ramp --out bench/results/20261126T174506Z-whatif-coalesced-writes-1-worker-thread/C-ramp-175.json

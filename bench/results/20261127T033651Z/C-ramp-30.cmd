@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:45503 --url ws://127.0.0.1:35813 --projects 20 --clients 5 --rate 30 --objects 10 --duration 10 --warmup 1 --project-prefix ramp --out /work/main/bench/results/20261127T033651Z/C-ramp-30.json

@@ -1,1 +1,0 @@
-RATE_PROJECTS=100 RATE_OBJECTS=100 RATE_CONCURRENCY=8 target/release/examples/rate

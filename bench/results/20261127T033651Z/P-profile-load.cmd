@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:45503 --url ws://127.0.0.1:35813 --projects 50 --clients 4 --rate 5 --objects 4 --duration 16 --warmup 1 --project-prefix prof --out /work/main/bench/results/20261127T033651Z/P-profile-load.json

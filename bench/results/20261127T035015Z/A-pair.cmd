@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:47053 --url ws://127.0.0.1:51767 --projects 1 --clients 2 --rate 50 --objects 4 --duration 20 --warmup 1 --project-prefix pair --out /work/main/bench/results/20261127T035015Z/A-pair.json

@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:47053 --url ws://127.0.0.1:51767 --projects 20 --clients 5 --rate 10 --objects 10 --duration 10 --warmup 1 --project-prefix ramp --out /work/main/bench/results/20261127T035015Z/C-ramp-10.json

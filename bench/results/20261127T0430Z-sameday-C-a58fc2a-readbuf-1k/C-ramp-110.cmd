@@ -1,1 +1,0 @@
-/work/main/target/release/loadgen --url ws://127.0.0.1:49645 --url ws://127.0.0.1:47169 --projects 20 --clients 5 --rate 110 --objects 10 --duration 10 --warmup 1 --project-prefix ramp --out bench/results/20261127T0430Z-sameday-C-a58fc2a-readbuf-1k/C-ramp-110.json
