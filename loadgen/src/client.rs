@@ -24,7 +24,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::time::{interval_at, timeout_at, Instant, MissedTickBehavior};
+use tokio::time::{interval_at, timeout_at, Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -178,6 +178,13 @@ fn describe(e: &WsError) -> String {
     }
 }
 
+/// How the wait for the start signal ended.
+enum Start {
+    At(Instant),
+    Stopped,
+    Disconnected(String),
+}
+
 /// Result of handling one frame.
 enum Flow {
     Continue,
@@ -286,60 +293,77 @@ impl Conn {
 
     /// Waits for the start signal, runs the load, then closes on the stop signal.
     async fn run(&mut self, control: &mut watch::Receiver<Control>) {
-        let t0 = loop {
+        let t0 = match self.wait_for_start(control).await {
+            Start::At(t0) => t0,
+            Start::Stopped => return self.close().await,
+            Start::Disconnected(reason) => return self.disconnected(reason),
+        };
+        let timeline = self.start_timeline(t0);
+        match self.send_until_stopped(control, t0, timeline).await {
+            Ok(()) => self.close().await,
+            Err(reason) => self.disconnected(reason),
+        }
+    }
+
+    /// Reads what arrives (broadcasts of other clients' setup) until the coordinator says when load starts.
+    async fn wait_for_start(&mut self, control: &mut watch::Receiver<Control>) -> Start {
+        loop {
             let current = *control.borrow_and_update();
             match current {
-                Control::Run(t0) => break t0,
-                Control::Stop => return self.close().await,
+                Control::Run(t0) => return Start::At(t0),
+                Control::Stop => return Start::Stopped,
                 Control::Wait => {}
             }
             tokio::select! {
                 changed = control.changed() => {
                     if changed.is_err() {
-                        return self.close().await;
+                        return Start::Stopped;
                     }
                 }
                 msg = self.stream.next() => {
                     if let Some(reason) = self.on_stream(msg) {
-                        return self.disconnected(reason);
+                        return Start::Disconnected(reason);
                     }
                 }
             }
-        };
+        }
+    }
 
+    /// The measured window of a run whose load starts at `t0`, remembered for classifying what arrives.
+    fn start_timeline(&mut self, t0: Instant) -> Timeline {
         let cfg = &self.shared.cfg;
         let measure_start = t0 + cfg.warmup;
         let measure_end = measure_start + cfg.duration;
         let clock = self.shared.clock;
-        let tl = Timeline {
+        let timeline = Timeline {
             measure_start,
             measure_end,
             measure_start_us: clock.unix_us(measure_start.into_std()),
             measure_end_us: clock.unix_us(measure_end.into_std()),
         };
-        self.timeline = Some(tl);
+        self.timeline = Some(timeline);
+        timeline
+    }
 
-        let rate = cfg.rate;
-        let mut sending = rate > 0.0 && Instant::now() < measure_end;
-        // Timer ticks no finer than 1 ms; faster rates send several frames per tick.
-        let period = if rate > 0.0 {
-            Duration::from_secs_f64((1.0 / rate).max(0.001))
-        } else {
-            Duration::from_secs(3600)
-        };
-        // Spread clients' send phases so they don't all fire on the same millisecond.
-        let first = t0 + period.mul_f64(self.rng.random::<f64>());
-        let mut ticker = interval_at(first, period);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    /// Sends on this client's schedule until the window ends and reads until the stop signal; `Err` when the
+    /// connection broke.
+    async fn send_until_stopped(
+        &mut self,
+        control: &mut watch::Receiver<Control>,
+        t0: Instant,
+        tl: Timeline,
+    ) -> Result<(), String> {
+        let rate = self.shared.cfg.rate;
+        let mut sending = rate > 0.0 && Instant::now() < tl.measure_end;
+        let (first, mut ticker) = self.send_ticker(t0);
         let mut scheduled: u64 = 0;
         let mut outq: VecDeque<Message> = VecDeque::new();
         let mut dirty = false;
-
         loop {
             tokio::select! {
                 msg = self.stream.next() => {
                     if let Some(reason) = self.on_stream(msg) {
-                        return self.disconnected(reason);
+                        return Err(reason);
                     }
                 }
                 _ = ticker.tick(), if sending => {
@@ -354,18 +378,31 @@ impl Conn {
                 res = poll_fn(|cx| drive_sink(cx, &mut self.sink, &mut outq, &mut dirty)),
                     if dirty || !outq.is_empty() =>
                 {
-                    if let Err(e) = res {
-                        return self.disconnected(describe(&e));
-                    }
+                    res.map_err(|e| describe(&e))?;
                 }
                 changed = control.changed() => {
                     if changed.is_err() || *control.borrow() == Control::Stop {
-                        break;
+                        return Ok(());
                     }
                 }
             }
         }
-        self.close().await;
+    }
+
+    /// The send timer: its first tick, at a random phase within one period after `t0`, and the ticker.
+    fn send_ticker(&mut self, t0: Instant) -> (Instant, Interval) {
+        let rate = self.shared.cfg.rate;
+        // Timer ticks no finer than 1 ms; faster rates send several frames per tick.
+        let period = if rate > 0.0 {
+            Duration::from_secs_f64((1.0 / rate).max(0.001))
+        } else {
+            Duration::from_secs(3600)
+        };
+        // Spread clients' send phases so they don't all fire on the same millisecond.
+        let first = t0 + period.mul_f64(self.rng.random::<f64>());
+        let mut ticker = interval_at(first, period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        (first, ticker)
     }
 
     /// Issues the sends due at `now` (open loop: the schedule does not wait for acks).
