@@ -232,3 +232,32 @@ async fn binary_frames_are_refused_politely() {
         "pong"
     );
 }
+
+/// DynamoDB refuses an empty attribute name at any depth, so an object holding one would be acked and then never
+/// saved: it is refused at the door instead, as a create and as a patch, and nothing is applied.
+#[tokio::test]
+async fn empty_property_names_are_refused_and_nothing_is_applied() {
+    let redis = RedisServer::start();
+    let g = spawn_gateway(&redis.url()).await;
+    let p = project("emptyname");
+    let (mut c, _) = WsClient::join(&g.ws(&p)).await.unwrap();
+    c.request(json!({"type":"create","object":{"id":"o1","type":"rect","style":{"fill":"red"}}}))
+        .await
+        .unwrap();
+    for frame in [
+        r#"{"type":"create","object":{"id":"o2","type":"rect","style":{"":1}}}"#,
+        r#"{"type":"create","object":{"id":"o3","type":"rect","":1}}"#,
+        r#"{"type":"update","id":"o1","patch":{"style":{"":1}}}"#,
+        r#"{"type":"update","id":"o1","patch":{"":1}}"#,
+    ] {
+        expect_error(&mut c, frame, "bad_request").await;
+    }
+    let (_, body) = http_get(&g.http(&format!("/api/projects/{p}/objects")), &[])
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let objects = body["objects"].as_array().unwrap();
+    assert_eq!(objects.len(), 1, "only o1: {body}");
+    assert_eq!(objects[0]["version"], 1, "o1 was never patched: {body}");
+    assert_eq!(objects[0]["style"], json!({"fill":"red"}));
+}

@@ -68,7 +68,7 @@ pub struct LimitsArgs {
     /// Largest WebSocket frame (bytes); larger frames close the socket with 1009.
     #[arg(long = "max-frame-bytes", env = "CANVAS_MAX_FRAME_BYTES", default_value_t = Limits::default().max_frame_bytes)]
     pub max_frame_bytes: usize,
-    /// Largest object as JSON (bytes).
+    /// Largest object as JSON (bytes); never more than 192 KiB, the most that is always a storable DynamoDB item.
     #[arg(long = "max-object-bytes", env = "CANVAS_MAX_OBJECT_BYTES", default_value_t = Limits::default().max_object_bytes)]
     pub max_object_bytes: usize,
     /// Most objects per project.
@@ -80,7 +80,9 @@ impl From<&LimitsArgs> for Limits {
     fn from(a: &LimitsArgs) -> Self {
         Limits {
             max_frame_bytes: a.max_frame_bytes,
-            max_object_bytes: a.max_object_bytes,
+            max_object_bytes: a
+                .max_object_bytes
+                .min(crate::object::MAX_STORABLE_OBJECT_BYTES),
             max_objects_per_project: a.max_objects_per_project,
         }
     }

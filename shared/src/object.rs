@@ -17,30 +17,104 @@ pub const VERSION_FIELD: &str = "version";
 /// them, or it would not come back as it was written.
 pub const RESERVED_FIELDS: [&str; 3] = ["projectId", "objectId", "updatedAt"];
 
-/// Deepest nesting accepted (objects and arrays, the object itself counting as one): DynamoDB stores at most 32.
+/// Deepest nesting accepted (objects and arrays, the object itself counting as one). DynamoDB's rule: nested
+/// attributes go at most 32 levels deep, a top-level attribute being level 1, so a top-level property may hold at
+/// most 31 nested objects or arrays.
 pub const MAX_DEPTH: usize = 32;
 
-/// DynamoDB numbers: magnitude below 1E+126 (at most 38 nines E+125), at least 1E-130.
-const MAX_NUMBER: f64 = 1e126;
-const MIN_NUMBER: f64 = 1e-130;
+/// DynamoDB's rule for attribute names (top-level and map keys alike): at least 1 byte, at most 65535 bytes of
+/// UTF-8.
+pub const MAX_NAME_BYTES: usize = 65535;
+
+/// DynamoDB's number rules: at most 38 significant digits (leading and trailing zeros do not count), and a
+/// non-zero magnitude from 1E-130 to 9.9999999999999999999999999999999999999E+125.
+const MAX_SIGNIFICANT_DIGITS: usize = 38;
+const MIN_DECIMAL_EXPONENT: i64 = -130;
+const MAX_DECIMAL_EXPONENT: i64 = 125;
+
+/// The largest object, as JSON, that is always a storable DynamoDB item whatever `CANVAS_MAX_OBJECT_BYTES` says.
+///
+/// DynamoDB's item limit is 400 KB (binary units: 409,600 bytes), sized as the names plus the values: a string or
+/// a name counts its UTF-8 bytes, a number about one byte per two significant digits plus one, null and booleans
+/// one byte, a list or map 3 bytes plus one per element. Per JSON byte the worst case is a list of one-digit
+/// numbers (`0,` is 2 bytes of JSON and at most 4 as DynamoDB sizes it, counting a spare byte for rounding and
+/// one for the sign), so an item is never more than twice its JSON. 192 KiB of JSON is at most 384 KiB as an
+/// item, which leaves more than 16 KiB for the attributes the durable store adds (`projectId`, `objectId`,
+/// `updatedAt`, at most a few hundred bytes). Because the same bound holds for any object, the hot store's size
+/// check after a merge keeps an update's result storable too.
+pub const MAX_STORABLE_OBJECT_BYTES: usize = 192 * 1024;
 
 /// Checks what the durable store could not hold, so that a bad value is refused at the door instead of failing
-/// every later save of its project.
+/// every later save of its project. Property names, numbers and nesting are checked here; the size is checked by
+/// [`check_size`] against a limit that never exceeds [`MAX_STORABLE_OBJECT_BYTES`].
 fn check_storable(value: &Value, depth: usize) -> Result<(), Rejection> {
     match value {
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if f == 0.0 || (f.abs() < MAX_NUMBER && f.abs() >= MIN_NUMBER) => Ok(()),
-            _ => Err(bad(format!(
-                "number {n} is outside the storable range (1e-130 to 9.99e125 in magnitude)"
-            ))),
-        },
+        Value::Number(n) => check_number(&n.to_string()),
         Value::Array(_) | Value::Object(_) if depth > MAX_DEPTH => Err(bad(format!(
             "objects may nest at most {MAX_DEPTH} levels deep"
         ))),
         Value::Array(items) => items.iter().try_for_each(|v| check_storable(v, depth + 1)),
-        Value::Object(map) => map.values().try_for_each(|v| check_storable(v, depth + 1)),
+        Value::Object(map) => check_properties(map, depth + 1),
         _ => Ok(()),
     }
+}
+
+/// Checks the names and values of one level of properties, `depth` being the level of the values.
+fn check_properties(map: &Map<String, Value>, depth: usize) -> Result<(), Rejection> {
+    map.iter().try_for_each(|(name, value)| {
+        check_name(name)?;
+        check_storable(value, depth)
+    })
+}
+
+fn check_name(name: &str) -> Result<(), Rejection> {
+    if name.is_empty() {
+        return Err(bad(
+            "property names must not be empty (at any depth): the durable store cannot hold an empty name",
+        ));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(bad(format!(
+            "a property name is {} bytes; at most {MAX_NAME_BYTES} are allowed",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a number as the text the stores will hold (serde_json's spelling of it).
+fn check_number(text: &str) -> Result<(), Rejection> {
+    let out_of_range = || {
+        bad(format!(
+            "number {text} cannot be stored: at most {MAX_SIGNIFICANT_DIGITS} significant digits and a magnitude \
+             from 1e-130 to 9.99e125 (or 0)"
+        ))
+    };
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (
+            &unsigned[..at],
+            unsigned[at + 1..]
+                .parse::<i64>()
+                .map_err(|_| out_of_range())?,
+        ),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: Vec<u8> = whole.bytes().chain(fraction.bytes()).collect();
+    let Some(first) = digits.iter().position(|d| *d != b'0') else {
+        return Ok(()); // zero
+    };
+    let last = digits.iter().rposition(|d| *d != b'0').unwrap_or(first);
+    let significant = last - first + 1;
+    // The power of ten of the first significant digit.
+    let magnitude = whole.len() as i64 - 1 - first as i64 + exponent;
+    if significant > MAX_SIGNIFICANT_DIGITS
+        || !(MIN_DECIMAL_EXPONENT..=MAX_DECIMAL_EXPONENT).contains(&magnitude)
+    {
+        return Err(out_of_range());
+    }
+    Ok(())
 }
 
 fn check_reserved(body: &Map<String, Value>) -> Result<(), Rejection> {
@@ -122,13 +196,11 @@ fn check_size(what: &str, body: &Map<String, Value>, limits: &Limits) -> Result<
     let size = serde_json::to_string(body)
         .map(|s| s.len())
         .unwrap_or(usize::MAX);
-    if size > limits.max_object_bytes {
+    let limit = limits.max_object_bytes.min(MAX_STORABLE_OBJECT_BYTES);
+    if size > limit {
         return Err(Rejection::new(
             ErrorCode::TooLarge,
-            format!(
-                "{what} is {size} bytes as JSON; the limit is {} bytes",
-                limits.max_object_bytes
-            ),
+            format!("{what} is {size} bytes as JSON; the limit is {limit} bytes"),
         ));
     }
     Ok(())
@@ -147,7 +219,7 @@ impl NewObject {
         }
         body.remove(VERSION_FIELD);
         check_reserved(&body)?;
-        body.values().try_for_each(|v| check_storable(v, 2))?;
+        check_properties(&body, 2)?;
         check_size("the object", &body, limits)?;
         Ok(Self { id, body })
     }
@@ -174,7 +246,7 @@ impl Patch {
             check_type(t)?;
         }
         check_reserved(&patch)?;
-        patch.values().try_for_each(|v| check_storable(v, 2))?;
+        check_properties(&patch, 2)?;
         check_size("the patch", &patch, limits)?;
         Ok(Self(patch))
     }
@@ -279,6 +351,42 @@ mod tests {
         let too_deep = json!({"id":"o1","type":"r","v":[deep]});
         assert!(NewObject::from_json(too_deep, &limits).is_err());
         assert!(Patch::from_json(&oid("o1"), json!({"v":[[[[1e200]]]]}), &limits).is_err());
+    }
+
+    #[test]
+    fn names_and_numbers_dynamodb_refuses_are_bad_requests() {
+        let limits = Limits::default();
+        let id = oid("o1");
+        for bad_props in [
+            json!({"": 1}),
+            json!({"style": {"": 1}}),
+            json!({"a": [{"b": {"": null}}]}),
+            json!({("n".repeat(MAX_NAME_BYTES + 1)): 1}),
+        ] {
+            let mut object = json!({"id":"o1","type":"r"});
+            object
+                .as_object_mut()
+                .unwrap()
+                .extend(bad_props.as_object().unwrap().clone());
+            let err = NewObject::from_json(object, &limits).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadRequest, "{bad_props}");
+            let err = Patch::from_json(&id, bad_props.clone(), &limits).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadRequest, "{bad_props}");
+        }
+        for (text, storable) in [
+            ("9.999999999999999e125", true),
+            ("1e-130", true),
+            ("-1e-130", true),
+            ("1.2345678901234567e-130", true),
+            ("9.99e-131", false),
+            ("1e126", false),
+            ("-1e126", false),
+        ] {
+            assert_eq!(check_number(text).is_ok(), storable, "{text}");
+        }
+        // More than 38 significant digits, as stored text.
+        assert!(check_number("1.23456789012345678901234567890123456789").is_err());
+        assert!(check_number("12345678901234567890123456789012345678").is_ok());
     }
 
     #[test]

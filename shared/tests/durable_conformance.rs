@@ -3,7 +3,8 @@
 //! `ensure_table(true)`) and `EmbeddedStore` (a redb file in a fresh temp folder). Each check is an async
 //! function over an [`Env`]; `conformance!` turns it into one `#[tokio::test]` per implementation
 //! (`dynamo::<check>`, `embedded::<check>`). `dynamo_only` documents DynamoDB's own limits that the saver must
-//! respect.
+//! respect. The DynamoDB store runs behind `ValidatingStore`, which refuses what real DynamoDB refuses and
+//! dynalite does not, so that no check here can pass by storing what DynamoDB would refuse.
 
 mod common;
 
@@ -15,6 +16,7 @@ use canvas_shared::config::DynamoArgs;
 use canvas_shared::durable::dynamo::DynamoStore;
 use canvas_shared::durable::embedded::EmbeddedStore;
 use canvas_shared::durable::item::PROJECT_KEY;
+use canvas_shared::durable::validating::ValidatingStore;
 use canvas_shared::durable::{DurableError, DurableStore, ItemWrite, WriteOp, MAX_BATCH_ITEMS};
 use canvas_shared::hot::StoredObject;
 use canvas_shared::ids::ProjectId;
@@ -100,7 +102,7 @@ impl Env {
         let store = connect_dynamo(&endpoint, &table).await;
         store.ensure_table(true).await.expect("create the table");
         Self {
-            store: Some(Box::new(store)),
+            store: Some(Box::new(ValidatingStore::new(store))),
             backend: Backend::Dynamo { endpoint, table },
         }
     }
@@ -125,7 +127,9 @@ impl Env {
     async fn reopen(&mut self) {
         drop(self.store.take());
         let store: Box<dyn DurableStore> = match &self.backend {
-            Backend::Dynamo { endpoint, table } => Box::new(connect_dynamo(endpoint, table).await),
+            Backend::Dynamo { endpoint, table } => {
+                Box::new(ValidatingStore::new(connect_dynamo(endpoint, table).await))
+            }
             Backend::Embedded { path, .. } => {
                 Box::new(EmbeddedStore::open(path).expect("reopen redb"))
             }

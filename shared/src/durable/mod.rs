@@ -7,6 +7,7 @@ pub mod dynamo;
 pub mod embedded;
 pub mod faulty;
 pub mod item;
+pub mod validating;
 
 use async_trait::async_trait;
 

@@ -39,7 +39,7 @@ pub fn tricky_props() -> Value {
         "trailingBackslash": "ends with \\",
         "we\"ird\\key": "key with escapes",
         "ключ": "unicode key",
-        "": "empty key",
+        " ": "blank key",
         "bools": [true, false, null],
         "mixed": [1, "two", 3.5, {"four": [4]}, null],
         "deep": {"l1": {"l2": {"l3": {"l4": {"l5": [1, {"l6": "bottom"}]}}}}},
