@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use canvas_gateway::auth::{Auth, AuthArgs};
 use canvas_gateway::config::TuningArgs;
-use canvas_gateway::{serve_with, shutdown, AppState};
+use canvas_gateway::{serve_with, AppState};
 use canvas_saver::{Saver, SaverSettings};
 use canvas_shared::config::{LimitsArgs, TelemetryArgs};
 use canvas_shared::durable::embedded::EmbeddedStore;
 use canvas_shared::hot::memory::MemoryHotState;
+use canvas_shared::shutdown::{self, SignalMessages};
 use canvas_shared::telemetry;
 use clap::Parser;
 
@@ -63,7 +64,11 @@ async fn main() -> anyhow::Result<()> {
     let db_path = config.data_dir.join("canvas.redb");
     let durable = Arc::new(EmbeddedStore::open(&db_path)?);
     let hot = Arc::new(MemoryHotState::new());
-    let shutdown = shutdown::on_signal();
+    // A second Ctrl-C ends the drain (sockets and the final save) at once.
+    let shutdown = shutdown::on_signals(SignalMessages {
+        draining: "closing every socket and saving what is dirty (Ctrl-C again to stop at once)",
+        abandoned: "edits not yet saved are lost",
+    });
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
     let state = AppState::new(

@@ -143,6 +143,8 @@ async fn upgrade(
             return e.into_response();
         }
     };
+    // Shutdown waits for this socket from here, so one upgraded while the gateway stops is closed too.
+    let tracked = state.connections.token();
     let max = state.limits.max_frame_bytes;
     ws.max_frame_size(max)
         .max_message_size(max)
@@ -150,7 +152,7 @@ async fn upgrade(
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(max.saturating_mul(4))
-        .on_upgrade(move |socket| socket::run(state, socket, project, identity, guard))
+        .on_upgrade(move |socket| socket::run(state, socket, project, identity, guard, tracked))
 }
 
 async fn objects(

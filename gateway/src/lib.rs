@@ -22,7 +22,6 @@ pub mod metrics;
 pub mod outbound;
 pub mod outbox;
 pub mod presence;
-pub mod shutdown;
 pub mod socket;
 pub mod state;
 
@@ -47,7 +46,7 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     let grace = Duration::from_millis(state.tuning.shutdown_grace_ms);
     let shutdown = state.shutdown.clone();
-    let hub = std::sync::Arc::clone(&state.hub);
+    let connections = state.connections.clone();
     let max_pending_handshakes = state.tuning.max_pending_handshakes;
     let app = http::router(state).merge(extra);
     // The peer address feeds the per-IP connection limit.
@@ -64,15 +63,18 @@ pub async fn serve_with(
     shutdown.cancelled().await;
     // Sockets see the same token and close themselves; wait for them, within the grace period.
     let deadline = tokio::time::Instant::now() + grace;
-    while hub.connections() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let closed = canvas_shared::shutdown::drain(&connections, grace).await;
+    if !closed {
+        tracing::warn!("grace period over with connections still open; exiting");
     }
     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
     match tokio::time::timeout(remaining, server).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(std::io::Error::other(join)),
         Err(_) => {
-            tracing::warn!("grace period over with connections still open; exiting");
+            if closed {
+                tracing::warn!("grace period over with the server still stopping; exiting");
+            }
             Ok(())
         }
     }

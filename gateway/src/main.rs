@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use canvas_gateway::auth::Auth;
 use canvas_gateway::config::Config;
-use canvas_gateway::{serve, shutdown, AppState};
+use canvas_gateway::{serve, AppState};
 use canvas_shared::durable::dynamo::DynamoStore;
 use canvas_shared::hot::redis::RedisHotState;
+use canvas_shared::shutdown::{self, SignalMessages};
 use canvas_shared::telemetry;
 use clap::Parser;
 
@@ -31,7 +32,10 @@ async fn main() -> anyhow::Result<()> {
         (&config.limits).into(),
         auth,
         config.tuning.clone(),
-        shutdown::on_signal(),
+        shutdown::on_signals(SignalMessages {
+            draining: "closing every socket with 1001",
+            abandoned: "sockets still open are dropped without a close frame",
+        }),
     );
     serve(listener, state).await?;
     tracing::info!("gateway stopped");

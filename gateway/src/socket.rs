@@ -12,6 +12,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
 use crate::auth::{Identity, Role};
@@ -83,13 +84,15 @@ impl Throttle {
     }
 }
 
-/// Runs one upgraded socket until it closes. `_guard` keeps the connection counted until then.
+/// Runs one upgraded socket until it closes. `_guard` keeps the connection counted against its user's and
+/// IP's limits until then, `_tracked` keeps shutdown waiting for it.
 pub async fn run(
     state: AppState,
     socket: WebSocket,
     project: ProjectId,
     identity: Identity,
     _guard: ConnectionGuard,
+    _tracked: TaskTrackerToken,
 ) {
     let expiry = expiry_instant(identity.expires_at);
     let conn = Conn {

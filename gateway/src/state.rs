@@ -6,6 +6,7 @@ use canvas_shared::durable::DurableStore;
 use canvas_shared::hot::HotState;
 use canvas_shared::Limits;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::config::TuningArgs;
@@ -27,6 +28,8 @@ pub struct Inner {
     pub tuning: TuningArgs,
     /// Cancelled on SIGTERM: connections close with 1001.
     pub shutdown: CancellationToken,
+    /// The open sockets, which shutdown waits for.
+    pub connections: TaskTracker,
 }
 
 impl std::ops::Deref for AppState {
@@ -57,6 +60,7 @@ impl AppState {
             auth,
             tuning,
             shutdown,
+            connections: TaskTracker::new(),
         }))
     }
 }

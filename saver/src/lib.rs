@@ -23,7 +23,6 @@ pub mod lease;
 pub mod metrics;
 pub mod pass;
 pub mod prometheus;
-pub mod shutdown;
 pub mod worker;
 
 use std::net::SocketAddr;

@@ -5,12 +5,13 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use canvas_saver::{shutdown, SaverConfig};
+use canvas_saver::SaverConfig;
 use canvas_shared::durable::dynamo::DynamoStore;
 use canvas_shared::durable::faulty::FaultyStore;
 use canvas_shared::durable::DurableStore;
 use canvas_shared::hot::redis::RedisHotState;
 use canvas_shared::hot::HotState;
+use canvas_shared::shutdown::{self, SignalMessages};
 use clap::Parser;
 
 #[tokio::main]
@@ -41,6 +42,9 @@ async fn run(config: SaverConfig) -> anyhow::Result<()> {
         }
         _ => Arc::new(dynamo),
     };
-    let shutdown = shutdown::on_signals();
+    let shutdown = shutdown::on_signals(SignalMessages {
+        draining: "stopping the timer and saving what is dirty",
+        abandoned: "unsaved claims are taken over after their lease",
+    });
     canvas_saver::run(config.settings(), hot, durable, shutdown).await
 }

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod limits;
 pub mod object;
 pub mod protocol;
+pub mod shutdown;
 pub mod telemetry;
 pub mod time;
 
