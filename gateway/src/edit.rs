@@ -6,7 +6,6 @@ use canvas_shared::object::Edit;
 use canvas_shared::time::now_ms;
 use canvas_shared::{ProjectId, Rejection};
 
-use crate::loader;
 use crate::state::AppState;
 
 /// Applies `edit` by `user` from connection `origin`.
@@ -33,7 +32,7 @@ pub async fn apply(
     };
     let applied = match attempt().await {
         Err(HotError::NotLoaded) => {
-            loader::ensure_loaded(state, project).await?;
+            state.loader.ensure_loaded(project).await?;
             attempt().await
         }
         other => other,

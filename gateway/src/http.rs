@@ -20,8 +20,8 @@ use canvas_shared::ProjectId;
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::limits::Admission;
+use crate::socket;
 use crate::state::AppState;
-use crate::{loader, socket};
 
 /// Read buffer per WebSocket. Idle sockets are the common case and tungstenite zero-fills the whole buffer,
 /// so it is small; it grows for a larger frame.
@@ -166,7 +166,7 @@ async fn objects(
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
-    match loader::snapshot(&state, &project).await {
+    match state.loader.snapshot(&project).await {
         Ok(snapshot) => {
             // Objects are stored as JSON text: splice them in rather than re-encoding.
             let body = format!(

@@ -19,7 +19,6 @@ use crate::auth::{Identity, Role};
 use crate::edit;
 use crate::hub::Member;
 use crate::limits::{ConnectionGuard, TokenBucket};
-use crate::loader;
 use crate::outbound::{Outbound, Sequencer};
 use crate::outbox::{outbox, OutboxReceiver, OutboxSender};
 use crate::presence::PresenceLimiter;
@@ -388,7 +387,7 @@ async fn write_loop(
                 return;
             }
             Outbound::Resync { req_id } => {
-                match Box::pin(loader::snapshot(state, &conn.project)).await {
+                match Box::pin(state.loader.snapshot(&conn.project)).await {
                     Ok(snapshot) => {
                         state.hub.observe_seq(&conn.project, snapshot.seq);
                         let mut text = snapshot_frame(

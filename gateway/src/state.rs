@@ -21,7 +21,7 @@ pub struct Inner {
     pub hot: Arc<dyn HotState>,
     pub durable: Arc<dyn DurableStore>,
     pub hub: Arc<Hub>,
-    pub loader: Loader,
+    pub(crate) loader: Loader,
     pub metrics: Arc<GatewayMetrics>,
     pub limits: Limits,
     pub auth: Auth,
@@ -50,11 +50,17 @@ impl AppState {
     ) -> Self {
         let metrics = Arc::new(GatewayMetrics::default());
         let hub = Hub::start(hot.as_ref(), Arc::clone(&metrics));
+        let loader = Loader::new(
+            Arc::clone(&hot),
+            Arc::clone(&durable),
+            Arc::clone(&hub),
+            Arc::clone(&metrics),
+        );
         Self(Arc::new(Inner {
             hot,
             durable,
             hub,
-            loader: Loader::default(),
+            loader,
             metrics,
             limits,
             auth,
