@@ -17,10 +17,10 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use canvas_shared::ProjectId;
 
+use crate::abuse::Admission;
 use crate::auth::Identity;
+use crate::connection;
 use crate::error::ApiError;
-use crate::limits::Admission;
-use crate::socket;
 use crate::state::AppState;
 
 /// Read buffer per WebSocket. Idle sockets are the common case and tungstenite zero-fills the whole buffer,
@@ -152,7 +152,7 @@ async fn upgrade(
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(max.saturating_mul(4))
-        .on_upgrade(move |socket| socket::run(state, socket, project, identity, guard, tracked))
+        .on_upgrade(move |socket| connection::run(state, socket, project, identity, guard, tracked))
 }
 
 async fn objects(

@@ -11,9 +11,8 @@ use canvas_shared::ProjectId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::outbox::{Outbound, OutboxSender, TrySendError};
 use crate::metrics::GatewayMetrics;
-use crate::outbound::Outbound;
-use crate::outbox::{OutboxSender, TrySendError};
 
 /// A local connection as the hub sees it.
 #[derive(Clone)]
@@ -215,8 +214,8 @@ mod tests {
     use canvas_shared::hot::memory::MemoryHotState;
     use std::time::Duration;
 
-    fn member() -> (Member, crate::outbox::OutboxReceiver) {
-        let (tx, rx) = crate::outbox::outbox(64);
+    fn member() -> (Member, crate::connection::outbox::OutboxReceiver) {
+        let (tx, rx) = crate::connection::outbox::outbox(64);
         let member = Member {
             tx,
             kill: CancellationToken::new(),

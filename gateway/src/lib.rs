@@ -9,21 +9,18 @@
 //! - [`hub`]: local fan-out and pub/sub subscriptions; [`presence`]: cursor rate limits.
 //! - [`limits`]: abuse limits (edit rate, connections per user and per IP, Origin allow-list).
 
+mod abuse;
 pub mod auth;
 pub mod config;
-pub mod edit;
-pub mod error;
-pub mod handshakes;
-pub mod http;
-pub mod hub;
-pub mod limits;
-pub mod loader;
-pub mod metrics;
-pub mod outbound;
-pub mod outbox;
-pub mod presence;
-pub mod socket;
-pub mod state;
+mod connection;
+mod edit;
+mod error;
+mod http;
+mod hub;
+mod loader;
+mod metrics;
+mod presence;
+mod state;
 
 use std::time::Duration;
 
@@ -53,10 +50,11 @@ pub async fn serve_with(
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     // Small frames must leave at once: without TCP_NODELAY an ack or broadcast can sit behind Nagle's
     // algorithm and the peer's delayed ACK for tens of milliseconds.
-    let listener = handshakes::HandshakeLimitedListener::new(listener, max_pending_handshakes)
-        .tap_io(|conn| {
-            let _ = conn.stream().set_nodelay(true);
-        });
+    let listener =
+        connection::handshakes::HandshakeLimitedListener::new(listener, max_pending_handshakes)
+            .tap_io(|conn| {
+                let _ = conn.stream().set_nodelay(true);
+            });
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });

@@ -28,7 +28,8 @@ pub struct GatewayMetrics {
     pub connections: Gauge,
     pub connections_opened: Counter,
     pub edits: Family<EditLabels, Counter>,
-    pub ack_latency: Histogram,
+    /// Time from a frame's arrival to its reply (ack or error) being queued; exported as `ack_latency_seconds`.
+    pub reply_latency: Histogram,
     pub fanout_messages: Counter,
     pub slow_clients_dropped: Counter,
     pub pubsub_reconnects: Counter,
@@ -54,11 +55,11 @@ impl Default for GatewayMetrics {
         let edits = Family::<EditLabels, Counter>::default();
         registry.register("edits", "Edits by kind and result", edits.clone());
         // 50 µs .. ~1.6 s
-        let ack_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let reply_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         registry.register(
             "ack_latency_seconds",
             "Time from a frame's arrival to its ack or error being queued",
-            ack_latency.clone(),
+            reply_latency.clone(),
         );
         let fanout_messages = Counter::default();
         registry.register(
@@ -105,7 +106,7 @@ impl Default for GatewayMetrics {
             connections,
             connections_opened,
             edits,
-            ack_latency,
+            reply_latency,
             fanout_messages,
             slow_clients_dropped,
             pubsub_reconnects,

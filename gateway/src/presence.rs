@@ -4,7 +4,7 @@
 
 use tokio::time::Instant;
 
-use crate::limits::TokenBucket;
+use crate::abuse::TokenBucket;
 
 /// Presence updates allowed per second per connection (with a burst of the same size).
 pub const PRESENCE_PER_SECOND: f64 = 20.0;

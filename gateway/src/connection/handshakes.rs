@@ -50,6 +50,7 @@ impl HandshakeLimitedListener {
     }
 
     /// Another handshake timeout than [`HANDSHAKE_TIMEOUT`].
+    #[cfg(test)]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -109,6 +110,7 @@ impl Handshaking {
     }
 
     /// True while the connection still holds a handshake slot.
+    #[cfg(test)]
     pub fn is_handshaking(&self) -> bool {
         self.slot.is_some()
     }

@@ -157,11 +157,13 @@ impl ConnectionLimiter {
     }
 
     /// Open connections counted for `user`.
+    #[cfg(test)]
     pub fn user_connections(&self, user: &str) -> usize {
         self.counts().users.get(user).copied().unwrap_or(0)
     }
 
     /// Open connections counted for `ip`.
+    #[cfg(test)]
     pub fn ip_connections(&self, ip: IpAddr) -> usize {
         self.counts().ips.get(&ip).copied().unwrap_or(0)
     }

@@ -1,4 +1,4 @@
-//! What a connection's writer sends, and in which order.
+//! The order in which a connection's writer sends acks and broadcasts.
 //!
 //! A client tracks `seq` across acks and broadcasts, and treats a jump as lost messages. The edit script
 //! publishes every edit in `seq` order, but the sender's ack comes back on a different path (the script's
@@ -16,28 +16,6 @@ use tokio::time::Instant;
 pub const ACK_HOLD: Duration = Duration::from_millis(250);
 /// Released-early acks remembered so that their late echo is ignored.
 const MAX_ORPHAN_ECHOES: usize = 1024;
-
-/// A message for one connection's writer.
-#[derive(Debug)]
-pub enum Outbound {
-    /// Another client's edit (`seq` > 0) or an ephemeral frame (`seq` == 0), encoded once for all recipients.
-    Broadcast { seq: u64, frame: Arc<str> },
-    /// This connection's own edit came back through the bus.
-    Echo { seq: u64 },
-    /// The ack of this connection's edit.
-    Ack { seq: u64, frame: String },
-    /// A reply outside the `seq` order (pong).
-    Reply(String),
-    /// An error reply (outside the `seq` order), with its code for the metrics.
-    Error {
-        code: canvas_shared::ErrorCode,
-        frame: String,
-    },
-    /// Send a fresh snapshot (on connect, on `resync`, after the bus lost messages).
-    Resync { req_id: Option<String> },
-    /// Close the socket with this code.
-    Close { code: u16, reason: &'static str },
-}
 
 /// A frame ready to send: shared by every recipient of a broadcast, or owned by one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,27 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::outbound::Outbound;
+/// A message for one connection's writer.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Another client's edit (`seq` > 0) or an ephemeral frame (`seq` == 0), encoded once for all recipients.
+    Broadcast { seq: u64, frame: Arc<str> },
+    /// This connection's own edit came back through the bus.
+    Echo { seq: u64 },
+    /// The ack of this connection's edit.
+    Ack { seq: u64, frame: String },
+    /// A reply outside the `seq` order (pong).
+    Reply(String),
+    /// An error reply (outside the `seq` order), with its code for the metrics.
+    Error {
+        code: canvas_shared::ErrorCode,
+        frame: String,
+    },
+    /// Send a fresh snapshot (on connect, on `resync`, after the bus lost messages).
+    Resync { req_id: Option<String> },
+    /// Close the socket with this code.
+    Close { code: u16, reason: &'static str },
+}
 
 /// Why [`OutboxSender::try_send`] did not queue a message.
 #[derive(Debug)]

@@ -1,0 +1,223 @@
+//! A connection's writer: takes what the outbox holds, puts acks and broadcasts in `seq` order, turns resyncs
+//! into snapshots, and writes it all to the socket, one flush per drained burst. It ends the connection with
+//! the close code its ending calls for.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use canvas_shared::hot::Snapshot;
+use canvas_shared::protocol::snapshot_frame;
+use futures_util::stream::SplitSink;
+use futures_util::SinkExt;
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::{Outbound, OutboxReceiver};
+use super::reader::error_frame;
+use super::seq_order::{Frame, Sequencer};
+use super::{close_code, sleep_until, Conn};
+use crate::state::AppState;
+
+/// How long a close frame may take to go out before the socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why the writer stops.
+enum End {
+    /// Send this close frame, then stop.
+    Close { code: u16, reason: &'static str },
+    /// A write did not complete: the client is too slow, the gateway is stopping, or the socket broke.
+    WriteStopped,
+    /// The outbox closed: the connection is over already.
+    OutboxClosed,
+}
+
+/// What a write step yields: go on, or stop for this reason.
+type Step<T = ()> = Result<T, End>;
+
+pub(super) struct Writer<'a> {
+    state: &'a AppState,
+    conn: &'a Conn,
+    sink: SplitSink<WebSocket, Message>,
+    /// Cancelled by the hub when the client stops reading.
+    kill: &'a CancellationToken,
+    order: Sequencer,
+    snapshot_sent: bool,
+    /// Frames fed to the sink but not yet flushed.
+    unflushed: bool,
+}
+
+impl<'a> Writer<'a> {
+    pub(super) fn new(
+        state: &'a AppState,
+        conn: &'a Conn,
+        sink: SplitSink<WebSocket, Message>,
+        kill: &'a CancellationToken,
+    ) -> Self {
+        Self {
+            state,
+            conn,
+            sink,
+            kill,
+            order: Sequencer::default(),
+            snapshot_sent: false,
+            unflushed: false,
+        }
+    }
+
+    /// Writes until the connection ends; `expiry` is when the client's token stops being accepted.
+    pub(super) async fn run(mut self, mut outbox: OutboxReceiver, expiry: Option<Instant>) {
+        let end = loop {
+            if let Err(end) = self.step(&mut outbox, expiry).await {
+                break end;
+            }
+        };
+        self.finish(end).await;
+    }
+
+    /// Waits for the next thing to do and does it.
+    async fn step(&mut self, outbox: &mut OutboxReceiver, expiry: Option<Instant>) -> Step {
+        let (state, kill, conn) = (self.state, self.kill, self.conn);
+        let deadline = self.order.next_deadline();
+        let outbound = tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => {
+                return Err(End::Close { code: close_code::GOING_AWAY, reason: "server shutting down" });
+            }
+            _ = kill.cancelled() => {
+                tracing::info!(project = %conn.project, conn = %conn.id, "dropping slow client");
+                return Err(End::Close { code: close_code::POLICY, reason: "client too slow: outgoing queue full" });
+            }
+            _ = sleep_until(expiry) => {
+                tracing::info!(project = %conn.project, conn = %conn.id, user = %conn.identity.user, "token expired; closing");
+                return Err(End::Close { code: close_code::POLICY, reason: "token expired; reconnect with a fresh token" });
+            }
+            _ = sleep_until(deadline) => return self.send_overdue().await,
+            outbound = outbox.recv() => outbound.ok_or(End::OutboxClosed)?,
+        };
+        let frames = self.frames_for(outbound).await?;
+        self.feed(frames).await?;
+        // Everything queued for this socket goes out in one write: flushed only once the queue is drained
+        // (or the write buffer fills), so a burst of broadcasts costs one syscall, not one per frame.
+        if self.unflushed && outbox.is_empty() {
+            self.unflushed = false;
+            let (state, kill) = (self.state, self.kill);
+            unless_stopped(state, kill, self.sink.flush()).await?;
+        }
+        Ok(())
+    }
+
+    /// The frames one outbox message puts on the wire now (acks and broadcasts may be held for ordering).
+    async fn frames_for(&mut self, outbound: Outbound) -> Step<Vec<Utf8Bytes>> {
+        let frames = match outbound {
+            Outbound::Broadcast { seq, frame } => texts(self.order.on_broadcast(seq, frame)),
+            Outbound::Echo { seq } => texts(self.order.on_echo(seq, Instant::now())),
+            Outbound::Ack { seq, frame } => texts(self.order.on_ack(seq, frame, Instant::now())),
+            Outbound::Reply(text) | Outbound::Error { frame: text, .. } => vec![text.into()],
+            Outbound::Close { code, reason } => return Err(End::Close { code, reason }),
+            Outbound::Resync { req_id } => return self.resync(req_id).await,
+        };
+        Ok(frames)
+    }
+
+    /// A fresh snapshot, with the acks it releases. Without a first snapshot the client cannot work, so that
+    /// failing ends the connection with 1013; a later failure releases what was held and reports the error.
+    async fn resync(&mut self, req_id: Option<String>) -> Step<Vec<Utf8Bytes>> {
+        match Box::pin(self.state.loader.snapshot(&self.conn.project)).await {
+            Ok(snapshot) => Ok(self.snapshot_frames(&snapshot, req_id.as_deref())),
+            Err(r) if !self.snapshot_sent => {
+                let error = error_frame(None, r.code, &r.message);
+                let (state, kill) = (self.state, self.kill);
+                unless_stopped(state, kill, self.sink.send(Message::Text(error.into()))).await?;
+                Err(End::Close {
+                    code: close_code::TRY_AGAIN_LATER,
+                    reason: "state unavailable; reconnect later",
+                })
+            }
+            Err(r) => {
+                let mut frames = texts(self.order.release_all());
+                frames.push(error_frame(req_id.as_deref(), r.code, &r.message).into());
+                Ok(frames)
+            }
+        }
+    }
+
+    fn snapshot_frames(&mut self, snapshot: &Snapshot, req_id: Option<&str>) -> Vec<Utf8Bytes> {
+        let conn = self.conn;
+        self.state.hub.observe_seq(&conn.project, snapshot.seq);
+        let mut text = snapshot_frame(
+            conn.project.as_str(),
+            snapshot.seq,
+            Some(&conn.id),
+            &snapshot.objects,
+        );
+        if let Some(req_id) = req_id {
+            // Insert the reqId after the opening brace: {"reqId":"..",...
+            let id = canvas_shared::protocol::json_string(req_id);
+            text.insert_str(1, &format!("\"reqId\":{id},"));
+        }
+        self.snapshot_sent = true;
+        let mut frames = vec![Utf8Bytes::from(text)];
+        frames.extend(texts(self.order.on_snapshot(snapshot.seq)));
+        frames
+    }
+
+    /// Acks whose echo never came, and frames held behind them, once their wait is over.
+    async fn send_overdue(&mut self) -> Step {
+        let (state, kill) = (self.state, self.kill);
+        for frame in self.order.overdue(Instant::now()) {
+            unless_stopped(state, kill, self.sink.send(Message::Text(frame.into()))).await?;
+        }
+        Ok(())
+    }
+
+    async fn feed(&mut self, frames: Vec<Utf8Bytes>) -> Step {
+        self.unflushed |= !frames.is_empty();
+        let (state, kill) = (self.state, self.kill);
+        for frame in frames {
+            unless_stopped(state, kill, self.sink.feed(Message::Text(frame))).await?;
+        }
+        Ok(())
+    }
+
+    /// After a write did not complete, a slow client is dropped without ceremony (it is not reading); otherwise
+    /// the gateway is shutting down (or the socket broke) and the client is told to go away.
+    async fn finish(mut self, end: End) {
+        match end {
+            End::Close { code, reason } => self.close(code, reason).await,
+            End::WriteStopped if !self.kill.is_cancelled() => {
+                self.close(close_code::GOING_AWAY, "server shutting down")
+                    .await
+            }
+            End::WriteStopped | End::OutboxClosed => {}
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }));
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.sink.send(frame)).await;
+    }
+}
+
+fn texts(frames: Vec<Frame>) -> Vec<Utf8Bytes> {
+    frames.into_iter().map(Utf8Bytes::from).collect()
+}
+
+/// Runs a write unless the connection is dropped as too slow or the gateway shuts down first. A client that
+/// stops reading blocks the write; the hub then marks it slow, and the writer must notice.
+async fn unless_stopped(
+    state: &AppState,
+    kill: &CancellationToken,
+    write: impl std::future::Future<Output = Result<(), axum::Error>>,
+) -> Step {
+    let written = tokio::select! {
+        written = write => written.is_ok(),
+        _ = kill.cancelled() => false,
+        _ = state.shutdown.cancelled() => false,
+    };
+    if written {
+        Ok(())
+    } else {
+        Err(End::WriteStopped)
+    }
+}
