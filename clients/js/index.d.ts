@@ -133,6 +133,8 @@ export interface EventMap {
   /** The highest seq saved durably rose to this. */
   saved: number;
   status: Status;
+  /** The number of edits not acknowledged yet changed (for a "Saving…" indicator). */
+  pending: number;
   presence: PresenceEvent;
   error: CanvasError;
 }
@@ -143,7 +145,9 @@ export class CanvasDocument {
   readonly ready: Promise<CanvasDocument>;
   /** id → object, with this client's pending edits applied optimistically. Do not mutate. */
   readonly objects: ReadonlyMap<string, Readonly<CanvasObject>>;
-  /** The project's seq that `objects` (without pending edits) reflects. */
+  /** id → object as the server holds it at `seq`, without this client's pending edits. */
+  readonly serverObjects: ReadonlyMap<string, Readonly<CanvasObject>>;
+  /** The project's seq that `serverObjects` reflects. */
   readonly seq: number;
   /** Highest seq whose edits are all saved; null until the server says. */
   readonly savedSeq: number | null;
@@ -166,6 +170,9 @@ export class CanvasDocument {
 }
 
 export const DEFAULTS: Readonly<Required<Omit<ConnectOptions, 'url' | 'projectId' | 'token' | 'WebSocket' | 'fetch'>>>;
+
+/** A random object id (17 characters of `[A-Za-z0-9_-]`), as `create` makes when the object has none. */
+export function newObjectId(): string;
 
 /** Resolves with the document once its first snapshot (or caught_up) is applied. */
 export function connect(options: ConnectOptions): Promise<CanvasDocument>;

@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
             "/style.css",
             get(|| async { page("text/css; charset=utf-8", include_str!("../web/style.css")) }),
         )
+        .route("/client/{file}", get(client_module))
         .layer(Extension(admission))
         .with_state(state)
 }
@@ -90,6 +91,30 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The JavaScript client library (`clients/js/src`), served as ES modules so the demo page imports it as is.
+macro_rules! client_module {
+    ($file:literal) => {
+        ($file, include_str!(concat!("../../clients/js/src/", $file)))
+    };
+}
+const CLIENT_MODULES: &[(&str, &str)] = &[
+    client_module!("index.js"),
+    client_module!("document.js"),
+    client_module!("connection.js"),
+    client_module!("outbox.js"),
+    client_module!("merge-patch.js"),
+    client_module!("backoff.js"),
+    client_module!("errors.js"),
+    client_module!("emitter.js"),
+];
+
+async fn client_module(Path(file): Path<String>) -> Response {
+    match CLIENT_MODULES.iter().find(|(name, _)| *name == file) {
+        Some((_, body)) => page("text/javascript; charset=utf-8", body),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// Checks the project id, then the browser origin, then the credential.

@@ -119,6 +119,11 @@ export class CanvasDocument {
     return this.#view;
   }
 
+  /** id -> object as the server holds it at `seq`, without this client's pending edits. */
+  get serverObjects() {
+    return this.#confirmed;
+  }
+
   get seq() {
     return this.#seq;
   }
@@ -157,7 +162,7 @@ export class CanvasDocument {
 
   create(object) {
     if (!isPlainObject(object)) return Promise.reject(new CanvasError('bad_request', 'an object must be a JSON object'));
-    const id = object.id ?? randomId();
+    const id = object.id ?? newObjectId();
     const { version: _serverOwned, ...props } = object;
     return this.#enqueue({ op: 'create', id, object: { ...structuredClone(props), id } });
   }
@@ -201,6 +206,7 @@ export class CanvasDocument {
     return new Promise((resolve, reject) => {
       this.#outbox.add({ ...edit, reqId: this.#nextReqId(), state: QUEUED, sentAt: 0, retries: 0, resolve, reject });
       this.#refresh(edit.id, { seq: null, by: null, local: true });
+      this.#pendingChanged();
       this.#flush();
     });
   }
@@ -263,10 +269,12 @@ export class CanvasDocument {
     this.#endSync();
     this.#socketSynced = false;
     this.#settleReady.reject(err);
-    for (const entry of this.#outbox.drain()) {
+    const dropped = this.#outbox.drain();
+    for (const entry of dropped) {
       this.#refresh(entry.id, { seq: null, by: null, local: true, rolledBack: true, error: err });
       entry.reject(err);
     }
+    if (dropped.length) this.#pendingChanged();
     this.#setStatus('closed');
   }
 
@@ -394,6 +402,7 @@ export class CanvasDocument {
     entry.resolve(entry.op === 'delete'
       ? { id: entry.id, seq: frame.seq }
       : { id: entry.id, version: frame.version, seq: frame.seq });
+    this.#pendingChanged();
     this.#flush();
   }
 
@@ -424,6 +433,7 @@ export class CanvasDocument {
     this.#outbox.take(entry.reqId);
     this.#refresh(entry.id, { seq: null, by: null, local: true, rolledBack: true, error: err });
     entry.reject(err);
+    this.#pendingChanged();
     this.#flush();
   }
 
@@ -519,13 +529,15 @@ export class CanvasDocument {
     }
     this.#socketSynced = true;
     this.#connection.healthy();
-    for (const entry of this.#outbox.reconcile(this.#confirmed)) {
+    const settled = this.#outbox.reconcile(this.#confirmed);
+    for (const entry of settled) {
       const current = this.#confirmed.get(entry.id);
       this.#refresh(entry.id, { seq: this.#seq, by: null, local: true });
       entry.resolve(entry.op === 'delete' || !current
         ? { id: entry.id, seq: this.#seq }
         : { id: entry.id, version: current.version, seq: this.#seq });
     }
+    if (settled.length) this.#pendingChanged();
     this.#setStatus('live');
     this.#settleReady.resolve();
     this.#presenceSentAt = -Infinity;
@@ -581,6 +593,10 @@ export class CanvasDocument {
     if (this.#connection.send({ type: 'presence', ...this.#presence })) this.#presenceSentAt = Date.now();
   }
 
+  #pendingChanged() {
+    this.#emitter.emit('pending', this.#outbox.size);
+  }
+
   #setStatus(status) {
     if (this.#status === status || this.#status === 'closed') return;
     this.#status = status;
@@ -599,7 +615,8 @@ function applyLocal(object, entry) {
   return undefined;
 }
 
-function randomId() {
+/** A random object id (17 characters of `[A-Za-z0-9_-]`), what `create` uses when the object has none. */
+export function newObjectId() {
   const bytes = new Uint8Array(16);
   globalThis.crypto.getRandomValues(bytes);
   let id = 'o';

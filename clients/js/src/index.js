@@ -3,7 +3,7 @@
 
 import { CanvasDocument } from './document.js';
 
-export { CanvasDocument, DEFAULTS } from './document.js';
+export { CanvasDocument, DEFAULTS, newObjectId } from './document.js';
 export { CanvasError } from './errors.js';
 
 /** A document that starts connecting at once; `await doc.ready` for its first snapshot. */

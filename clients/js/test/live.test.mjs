@@ -3,6 +3,7 @@
 // rate limits and the endings that stop a document.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { after, afterEach, before, describe, test } from 'node:test';
 
 import { CanvasError, connect, createDocument } from '../src/index.js';
@@ -93,6 +94,7 @@ describe('optimistic edits', () => {
     const attempt = b.create({ id: 'shared', type: 'rect', fill: 'blue' });
     // Optimistic: b shows its own version before the server answers.
     assert.equal(b.objects.get('shared').fill, 'blue');
+    assert.equal(b.serverObjects.get('shared').fill, 'red');
     assert.equal(b.pendingCount, 1);
     await assert.rejects(attempt, (err) => err instanceof CanvasError && err.code === 'conflict');
     assert.equal(b.objects.get('shared').fill, 'red');
@@ -220,6 +222,8 @@ describe('the offline queue', () => {
     open.push(doc);
     await sleep(100);
     assert.notEqual(doc.status, 'live');
+    const counts = [];
+    doc.on('pending', (count) => counts.push(count));
     const queued = [doc.create({ id: 'q', type: 'rect', n: 0 })];
     for (let i = 1; i < 5; i += 1) queued.push(doc.update('q', { n: i }));
     assert.equal(doc.objects.get('q').n, 4, 'queued edits show optimistically');
@@ -231,6 +235,7 @@ describe('the offline queue', () => {
     await doc.ready;
     const results = await Promise.all(queued);
     assert.deepEqual(results.map((r) => r.version), [1, 2, 3, 4, 5]);
+    assert.deepEqual(counts, [1, 2, 3, 4, 5, 4, 3, 2, 1, 0], 'pending events follow the queue');
     assert.deepEqual((await serverObjects(g1, project)).q, { id: 'q', type: 'rect', n: 4, version: 5 });
   });
 
@@ -358,4 +363,21 @@ describe('features the server adds next', () => {
       await eventually('the saver persisted the edit', () => doc.savedSeq >= seq);
       assert.ok(saved.at(-1) >= seq);
     });
+});
+
+describe('the demo page', () => {
+  test('the gateway serves every library module at /client/ exactly as it is in src/', async () => {
+    const src = new URL('../src/', import.meta.url);
+    const files = fs.readdirSync(src).filter((f) => f.endsWith('.js'));
+    assert.ok(files.includes('index.js'));
+    for (const file of files) {
+      const response = await fetch(`${g1.http}/client/${file}`);
+      assert.equal(response.status, 200, `/client/${file}`);
+      assert.match(response.headers.get('content-type'), /^text\/javascript/);
+      assert.equal(await response.text(), fs.readFileSync(new URL(file, src), 'utf8'), `/client/${file} is stale`);
+    }
+    assert.equal((await fetch(`${g1.http}/client/nope.js`)).status, 404);
+    const page = await (await fetch(`${g1.http}/app.js`)).text();
+    assert.match(page, /from '\/client\/index\.js'/, 'the demo page imports the library');
+  });
 });

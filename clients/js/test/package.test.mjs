@@ -30,7 +30,7 @@ test('npm pack produces an installable package', () => {
     npm(['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts', path.join(dir, packed.filename)], app);
     const exported = execFileSync(process.execPath, ['--input-type=module', '-e',
       "const m = await import('canvas-client'); console.log(Object.keys(m).sort().join(','))"], { cwd: app, encoding: 'utf8' });
-    assert.equal(exported.trim(), 'CanvasDocument,CanvasError,DEFAULTS,connect,createDocument');
+    assert.equal(exported.trim(), 'CanvasDocument,CanvasError,DEFAULTS,connect,createDocument,newObjectId');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

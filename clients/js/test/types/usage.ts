@@ -1,6 +1,6 @@
 // Compiled (never run) by types.test.mjs: the declarations describe the API as the README shows it, and
 // reject what the API does not allow.
-import { CanvasDocument, CanvasError, connect, createDocument, DEFAULTS } from 'canvas-client';
+import { CanvasDocument, CanvasError, connect, createDocument, DEFAULTS, newObjectId } from 'canvas-client';
 import type { ChangeEvent, ConnectOptions, EditResult, PresenceEvent, Status } from 'canvas-client';
 
 declare const SomeWebSocket: ConnectOptions['WebSocket'];
@@ -29,6 +29,7 @@ export async function quickStart(): Promise<void> {
   off();
   doc.on('saved', (seq) => seq.toFixed());
   doc.on('status', (s) => s.toUpperCase());
+  doc.on('pending', (count) => count + doc.serverObjects.size);
   doc.on('presence', (p: PresenceEvent) => (p.left ? p.clientId : p.x + p.y));
   doc.on('error', (err) => err.code);
   doc.setPresence({ x: 1, y: 2, name: 'Ada' });
@@ -38,7 +39,7 @@ export async function quickStart(): Promise<void> {
   const later: CanvasDocument = createDocument({ url: 'ws://127.0.0.1:8080', projectId: 'p1', token: 'jwt' });
   await later.ready;
   try {
-    await later.create({ id: 'x', type: 'rect' });
+    await later.create({ id: newObjectId(), type: 'rect' });
   } catch (err) {
     if (err instanceof CanvasError && err.code === 'conflict') console.log(err.version, err.status, err.closeCode);
   }
