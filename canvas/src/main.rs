@@ -11,7 +11,7 @@ use std::time::Duration;
 use canvas_gateway::auth::{Auth, AuthArgs};
 use canvas_gateway::config::TuningArgs;
 use canvas_gateway::{serve_with, AppState};
-use canvas_saver::{Saver, SaverSettings};
+use canvas_saver::{Saver, SaverSettings, DEFAULT_INTERVAL_MS};
 use canvas_shared::config::{LimitsArgs, TelemetryArgs};
 use canvas_shared::durable::embedded::EmbeddedStore;
 use canvas_shared::hot::memory::MemoryHotState;
@@ -33,11 +33,17 @@ struct Config {
     #[arg(
         long = "save-interval-ms",
         env = "SAVE_INTERVAL_MS",
-        default_value_t = 5000
+        default_value_t = DEFAULT_INTERVAL_MS
     )]
     save_interval_ms: u64,
-    /// Require JWTs even in dev mode (set CANVAS_JWT_SECRET too).
-    #[arg(long = "auth", env = "CANVAS_DEV_AUTH", default_value_t = false)]
+    /// Require JWTs even in dev mode (set CANVAS_JWT_SECRET too). Auth is off otherwise, so `--auth-disabled`
+    /// only restates the default, and asking for both is refused.
+    #[arg(
+        long = "auth",
+        env = "CANVAS_DEV_AUTH",
+        default_value_t = false,
+        conflicts_with = "disabled"
+    )]
     auth: bool,
     #[command(flatten)]
     limits: LimitsArgs,
@@ -98,4 +104,26 @@ async fn main() -> anyhow::Result<()> {
     saver.wait().await?;
     println!("canvas stopped; everything is saved");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_disabled_is_accepted_but_refused_beside_auth() {
+        let config = Config::try_parse_from(["canvas", "--auth-disabled"]).expect("parses");
+        assert!(!config.auth && config.jwt.disabled);
+        let both = Config::try_parse_from(["canvas", "--auth", "--auth-disabled"]);
+        assert!(both.is_err(), "--auth with --auth-disabled must be refused");
+    }
+
+    #[test]
+    fn the_save_interval_defaults_to_the_saver_default() {
+        let config = Config::try_parse_from(["canvas"]).expect("parses");
+        assert_eq!(
+            Duration::from_millis(config.save_interval_ms),
+            SaverSettings::default().interval
+        );
+    }
 }

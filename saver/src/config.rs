@@ -7,6 +7,23 @@ use std::time::Duration;
 
 use canvas_shared::config::{DynamoArgs, RedisArgs, TelemetryArgs};
 
+use crate::operator_token::OperatorToken;
+
+// Each default is written here once: clap shows and applies them, `SaverSettings::default` builds from them, and
+// the one-process dev mode takes its interval from here.
+/// Time between save passes (ms).
+pub const DEFAULT_INTERVAL_MS: u64 = 5000;
+const DEFAULT_LEASE_MS: u64 = 10_000;
+const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
+const DEFAULT_MAX_PROJECTS_PER_PASS: usize = 1000;
+const DEFAULT_CONCURRENCY: usize = 8;
+const DEFAULT_MAX_ATTEMPTS: u32 = 6;
+const DEFAULT_BACKOFF_BASE_MS: u64 = 50;
+const DEFAULT_BACKOFF_MAX_MS: u64 = 2000;
+const DEFAULT_STORE_RETRY_MS: u64 = 1000;
+/// The table named in messages when none is configured (the binary takes the real one from `--table`).
+const DEFAULT_TABLE: &str = "canvas_objects";
+
 /// Command line and environment of the `saver` binary.
 #[derive(clap::Parser, Debug, Clone)]
 #[command(
@@ -26,14 +43,14 @@ pub struct SaverConfig {
     #[arg(
         long = "save-interval-ms",
         env = "SAVE_INTERVAL_MS",
-        default_value_t = 5000
+        default_value_t = DEFAULT_INTERVAL_MS
     )]
     pub save_interval_ms: u64,
     /// How long a claimed project stays claimed without renewal (ms).
     #[arg(
         long = "save-lease-ms",
         env = "SAVE_LEASE_MS",
-        default_value_t = 10_000
+        default_value_t = DEFAULT_LEASE_MS
     )]
     pub save_lease_ms: u64,
     /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`).
@@ -64,18 +81,18 @@ pub struct SaverConfig {
     #[arg(
         long = "shutdown-grace-ms",
         env = "SAVER_SHUTDOWN_GRACE_MS",
-        default_value_t = 30_000
+        default_value_t = DEFAULT_SHUTDOWN_GRACE_MS
     )]
     pub shutdown_grace_ms: u64,
     /// Most projects claimed in one pass; the rest wait for the next pass (or another saver).
     #[arg(
         long = "max-projects-per-pass",
         env = "SAVER_MAX_PROJECTS_PER_PASS",
-        default_value_t = 1000
+        default_value_t = DEFAULT_MAX_PROJECTS_PER_PASS
     )]
     pub max_projects_per_pass: usize,
     /// BatchWriteItem requests in flight at once.
-    #[arg(long = "concurrency", env = "SAVER_CONCURRENCY", default_value_t = 8)]
+    #[arg(long = "concurrency", env = "SAVER_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
     /// Attempts per BatchWriteItem request within one pass (throttling, UnprocessedItems, transient errors).
     // Its own id: the flattened DynamoDB arguments have a `max_attempts` too (the SDK's), and clap ids must be unique.
@@ -84,21 +101,21 @@ pub struct SaverConfig {
         value_name = "MAX_ATTEMPTS",
         long = "max-attempts",
         env = "SAVER_MAX_ATTEMPTS",
-        default_value_t = 6
+        default_value_t = DEFAULT_MAX_ATTEMPTS
     )]
     pub max_attempts: u32,
     /// First retry backoff (ms); doubles each attempt, with full jitter.
     #[arg(
         long = "backoff-base-ms",
         env = "SAVER_BACKOFF_BASE_MS",
-        default_value_t = 50
+        default_value_t = DEFAULT_BACKOFF_BASE_MS
     )]
     pub backoff_base_ms: u64,
     /// Largest retry backoff (ms).
     #[arg(
         long = "backoff-max-ms",
         env = "SAVER_BACKOFF_MAX_MS",
-        default_value_t = 2000
+        default_value_t = DEFAULT_BACKOFF_MAX_MS
     )]
     pub backoff_max_ms: u64,
     /// Bearer token required by `/metrics` and gRPC `GetMetrics` when set (`/healthz`, `/readyz` and the
@@ -108,7 +125,7 @@ pub struct SaverConfig {
         env = "SAVER_OPERATOR_TOKEN",
         hide_env_values = true
     )]
-    pub operator_token: Option<String>,
+    pub operator_token: Option<OperatorToken>,
     /// Lease owner id (shows in Redis and logs); default: host name, process id and a random suffix.
     #[arg(long = "owner-id", env = "SAVER_OWNER_ID")]
     pub owner_id: Option<String>,
@@ -161,7 +178,7 @@ pub struct SaverSettings {
     pub max_attempts: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
-    pub operator_token: Option<String>,
+    pub operator_token: Option<OperatorToken>,
     /// Lease owner id; unique per saver process.
     pub owner: String,
     /// Table name, for messages only.
@@ -171,7 +188,7 @@ pub struct SaverSettings {
 }
 
 /// A lease owner id unique to this process: host, pid and a random suffix.
-pub fn default_owner() -> String {
+fn default_owner() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
@@ -183,21 +200,21 @@ pub fn default_owner() -> String {
 impl Default for SaverSettings {
     fn default() -> Self {
         Self {
-            interval: Duration::from_millis(5000),
-            lease: Duration::from_millis(10_000),
+            interval: Duration::from_millis(DEFAULT_INTERVAL_MS),
+            lease: Duration::from_millis(DEFAULT_LEASE_MS),
             http_addr: None,
             grpc_addr: None,
             create_table: false,
-            shutdown_grace: Duration::from_millis(30_000),
-            max_projects_per_pass: 1000,
-            concurrency: 8,
-            max_attempts: 6,
-            backoff_base: Duration::from_millis(50),
-            backoff_max: Duration::from_millis(2000),
+            shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
+            max_projects_per_pass: DEFAULT_MAX_PROJECTS_PER_PASS,
+            concurrency: DEFAULT_CONCURRENCY,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff_base: Duration::from_millis(DEFAULT_BACKOFF_BASE_MS),
+            backoff_max: Duration::from_millis(DEFAULT_BACKOFF_MAX_MS),
             operator_token: None,
             owner: default_owner(),
-            table: "canvas_objects".into(),
-            store_retry: Duration::from_millis(1000),
+            table: DEFAULT_TABLE.into(),
+            store_retry: Duration::from_millis(DEFAULT_STORE_RETRY_MS),
         }
     }
 }

@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
-use crate::auth::authorized;
-use crate::metrics::{document, LoopState, Metrics, MetricsDoc};
+use crate::metrics::{document, Metrics, MetricsDoc};
+use crate::operator_token::{authorized, OperatorToken};
+use crate::report::LoopState;
 
 /// The SaverMetrics service.
-pub struct MetricsService {
-    pub hot: Arc<dyn HotState>,
-    pub metrics: Arc<Metrics>,
+struct MetricsService {
+    hot: Arc<dyn HotState>,
+    metrics: Arc<Metrics>,
 }
 
 #[tonic::async_trait]
@@ -33,14 +34,14 @@ impl SaverMetrics for MetricsService {
 }
 
 /// The JSON document as protobuf.
-pub fn to_proto(doc: MetricsDoc) -> pb::Metrics {
+fn to_proto(doc: MetricsDoc) -> pb::Metrics {
     let a = doc.auto_save;
     let d = doc.dirty_projects;
     pb::Metrics {
         auto_save: Some(pb::AutoSave {
             is_running: a.is_running,
             interval_ms: a.interval_ms,
-            total_saves: a.total_saves,
+            total_saves: a.saving_passes,
             total_objects_saved: a.total_objects_saved,
             average_duration_ms: a.average_duration_ms,
             success_rate: a.success_rate,
@@ -86,11 +87,11 @@ pub fn to_proto(doc: MetricsDoc) -> pb::Metrics {
 const SERVICE_NAME: &str = "canvas.saver.v1.SaverMetrics";
 
 /// Serves until `stop` is cancelled.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     hot: Arc<dyn HotState>,
     metrics: Arc<Metrics>,
-    operator_token: Option<Arc<str>>,
+    operator_token: Option<OperatorToken>,
     stop: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -122,7 +123,7 @@ pub async fn serve(
                 .metadata()
                 .get("authorization")
                 .and_then(|v| v.to_str().ok());
-            if authorized(operator_token.as_deref(), header) {
+            if authorized(operator_token.as_ref(), header) {
                 Ok(request)
             } else {
                 Err(Status::unauthenticated(

@@ -15,8 +15,8 @@ use canvas_shared::durable::{DurableError, DurableStore};
 use canvas_shared::hot::HotState;
 use serde_json::json;
 
-use crate::auth::authorized;
 use crate::metrics::{document, Metrics};
+use crate::operator_token::{authorized, OperatorToken};
 use crate::prometheus;
 
 /// How long a readiness probe waits for each store.
@@ -24,14 +24,14 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the handlers share.
 #[derive(Clone)]
-pub struct HttpState {
-    pub hot: Arc<dyn HotState>,
-    pub durable: Arc<dyn DurableStore>,
-    pub metrics: Arc<Metrics>,
-    pub operator_token: Option<Arc<str>>,
+pub(crate) struct HttpState {
+    pub(crate) hot: Arc<dyn HotState>,
+    pub(crate) durable: Arc<dyn DurableStore>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) operator_token: Option<OperatorToken>,
 }
 
-pub fn router(state: HttpState) -> Router {
+pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/metrics/prometheus", get(prometheus_text))
@@ -45,7 +45,7 @@ fn refuse(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if authorized(state.operator_token.as_deref(), header) {
+    if authorized(state.operator_token.as_ref(), header) {
         return None;
     }
     Some(
@@ -69,7 +69,14 @@ async fn prometheus_text(State(state): State<HttpState>, headers: HeaderMap) -> 
     if let Some(refused) = refuse(&state, &headers) {
         return refused;
     }
-    let body = prometheus::render(&state.metrics, state.hot.as_ref()).await;
+    let metrics = &state.metrics;
+    let body = prometheus::render(
+        metrics.prometheus(),
+        metrics.state(),
+        metrics.interval_ms(),
+        state.hot.as_ref(),
+    )
+    .await;
     ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], body).into_response()
 }
 

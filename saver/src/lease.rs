@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 /// Where a claim stands for this saver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseState {
+pub(crate) enum LeaseState {
     /// Ours, until `valid_until` unless renewed.
     Held,
     /// Another saver took it over: do not write, do not put back.
@@ -29,14 +29,14 @@ pub enum LeaseState {
 }
 
 /// The answer of a renewal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Renewal {
-    /// Still ours until at least the returned instant.
-    Held(Instant),
+#[derive(Debug, Clone)]
+pub(crate) enum Renewal {
+    /// Still ours (for at least the lease time from when the renewal was sent).
+    Held,
     /// Taken over (or released): stop.
     Lost,
     /// Redis did not answer: ownership unknown, so do not write now.
-    Unknown(String),
+    Unknown(HotError),
 }
 
 #[derive(Debug)]
@@ -48,7 +48,7 @@ struct Entry {
 }
 
 /// The claims of one pass.
-pub struct Leases {
+pub(crate) struct Leases {
     hot: Arc<dyn HotState>,
     lease: Duration,
     entries: Mutex<HashMap<ProjectId, Entry>>,
@@ -56,7 +56,7 @@ pub struct Leases {
 
 impl Leases {
     /// `claimed_at` is when the claim request was sent: the lease cannot end before `claimed_at + lease`.
-    pub fn new(
+    pub(crate) fn new(
         hot: Arc<dyn HotState>,
         lease: Duration,
         claims: &[Claim],
@@ -87,20 +87,16 @@ impl Leases {
     }
 
     /// Time kept in hand before the lease's end: no write starts with less than this left.
-    pub fn margin(&self) -> Duration {
+    pub(crate) fn margin(&self) -> Duration {
         self.lease / 4
     }
 
-    pub fn lease(&self) -> Duration {
-        self.lease
-    }
-
-    pub fn state(&self, project: &ProjectId) -> Option<LeaseState> {
+    pub(crate) fn state(&self, project: &ProjectId) -> Option<LeaseState> {
         self.lock().get(project).map(|e| e.state)
     }
 
     /// How long a write may take from now while the claim stays ours, or `None` if it is not (surely) ours now.
-    pub fn time_left(&self, project: &ProjectId) -> Option<Duration> {
+    pub(crate) fn time_left(&self, project: &ProjectId) -> Option<Duration> {
         let entries = self.lock();
         let entry = entries.get(project)?;
         if entry.state != LeaseState::Held {
@@ -114,7 +110,7 @@ impl Leases {
     }
 
     /// Renews one claim now. A claim already lost or released answers `Lost` without asking Redis.
-    pub async fn renew(&self, project: &ProjectId) -> Renewal {
+    pub(crate) async fn renew(&self, project: &ProjectId) -> Renewal {
         let claim = match self.lock().get(project) {
             Some(e) if e.state == LeaseState::Held => e.claim.clone(),
             _ => return Renewal::Lost,
@@ -130,7 +126,7 @@ impl Leases {
                         if until > e.valid_until {
                             e.valid_until = until;
                         }
-                        Renewal::Held(e.valid_until)
+                        Renewal::Held
                     }
                     _ => Renewal::Lost,
                 }
@@ -139,12 +135,12 @@ impl Leases {
                 self.mark_lost(project);
                 Renewal::Lost
             }
-            Err(e) => Renewal::Unknown(describe(&e)),
+            Err(e) => Renewal::Unknown(e),
         }
     }
 
     /// The claim was taken over (renewal or completion said so).
-    pub fn mark_lost(&self, project: &ProjectId) {
+    pub(crate) fn mark_lost(&self, project: &ProjectId) {
         if let Some(e) = self.lock().get_mut(project) {
             if e.state == LeaseState::Held {
                 tracing::warn!(project = %project, "lease lost: another saver took the project over");
@@ -154,7 +150,7 @@ impl Leases {
     }
 
     /// We are done with the claim (completed or abandoned): stop renewing it.
-    pub fn release(&self, project: &ProjectId) {
+    pub(crate) fn release(&self, project: &ProjectId) {
         if let Some(e) = self.lock().get_mut(project) {
             if e.state == LeaseState::Held {
                 e.state = LeaseState::Released;
@@ -171,7 +167,7 @@ impl Leases {
     }
 
     /// Renews every held claim every lease/3 until the returned guard is dropped.
-    pub fn keep_alive(self: &Arc<Self>) -> KeepAlive {
+    pub(crate) fn keep_alive(self: &Arc<Self>) -> KeepAlive {
         let leases = Arc::clone(self);
         let every = (self.lease / 3).max(Duration::from_millis(10));
         let task = tokio::spawn(async move {
@@ -195,12 +191,8 @@ impl Leases {
     }
 }
 
-fn describe(e: &HotError) -> String {
-    e.to_string()
-}
-
 /// Stops background renewal when dropped.
-pub struct KeepAlive {
+pub(crate) struct KeepAlive {
     task: JoinHandle<()>,
 }
 
@@ -248,7 +240,7 @@ mod tests {
             &claims,
             Instant::now(),
         );
-        assert!(matches!(leases.renew(&project).await, Renewal::Held(_)));
+        assert!(matches!(leases.renew(&project).await, Renewal::Held));
         assert!(leases.time_left(&project).is_some());
         // Another saver takes over after expiry.
         let stolen = hot
@@ -256,7 +248,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stolen.len(), 1);
-        assert_eq!(leases.renew(&project).await, Renewal::Lost);
+        assert!(matches!(leases.renew(&project).await, Renewal::Lost));
         assert_eq!(leases.state(&project), Some(LeaseState::Lost));
         assert!(leases.time_left(&project).is_none());
     }

@@ -9,21 +9,28 @@
 //! one-process dev mode runs it on the memory hot state and the embedded store, and tests run it on a
 //! fault-injecting store.
 //!
-//! - [`config`]: command line / environment and runtime settings.
-//! - [`pass`]: one save pass; [`batch`]: the BatchWriteItem writer; [`lease`]: lease renewal.
-//! - [`worker`]: the save loop with its shutdown drain; [`shutdown`]: signals.
-//! - [`metrics`], [`prometheus`], [`http`], [`grpc`], [`auth`]: what operators see.
+//! Where a save happens, in the order it runs:
+//! - [`save_loop`]: waits for the store, then runs a pass every interval, and drains on shutdown;
+//! - [`save_pass`]: one pass, claim → read changes → write → complete or put back each claim;
+//! - [`batch_writer`]: the BatchWriteItem requests with their retries; [`lease`]: lease renewal while writing;
+//!   [`save_error`]: why a project's save failed.
+//!
+//! Around it: [`config`] (command line / environment and runtime settings), and what operators see: [`report`] (loop state, pass outcome), [`metrics`] (the JSON figures), [`prometheus`],
+//! [`dirty`] (the dirty index read at request time), [`http`], [`grpc`], [`operator_token`].
 
-pub mod auth;
-pub mod batch;
-pub mod config;
-pub mod grpc;
-pub mod http;
-pub mod lease;
-pub mod metrics;
-pub mod pass;
-pub mod prometheus;
-pub mod worker;
+mod batch_writer;
+mod config;
+mod dirty;
+mod grpc;
+mod http;
+mod lease;
+mod metrics;
+mod operator_token;
+mod prometheus;
+mod report;
+mod save_error;
+mod save_loop;
+mod save_pass;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,12 +42,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{SaverConfig, SaverSettings};
-pub use metrics::{Metrics, PassOutcome};
+pub use config::{SaverConfig, SaverSettings, DEFAULT_INTERVAL_MS};
+pub use metrics::Metrics;
+pub use operator_token::OperatorToken;
+pub use report::{LoopState, PassOutcome};
 
 /// A saver ready to start: its settings, stores and metrics.
 pub struct Saver {
-    ctx: Arc<pass::PassContext>,
+    ctx: Arc<save_pass::PassContext>,
     metrics: Arc<Metrics>,
 }
 
@@ -56,7 +65,7 @@ impl Saver {
             settings.owner.clone(),
         ));
         Self {
-            ctx: Arc::new(pass::PassContext {
+            ctx: Arc::new(save_pass::PassContext {
                 hot,
                 durable,
                 settings: Arc::new(settings),
@@ -75,7 +84,7 @@ impl Saver {
 
     /// Runs one pass now (outside the loop) and records it.
     pub async fn run_pass(&self) -> PassOutcome {
-        let outcome = pass::run_pass(&self.ctx).await;
+        let outcome = save_pass::run_pass(&self.ctx).await;
         self.metrics.record_pass(&outcome);
         outcome
     }
@@ -90,7 +99,7 @@ impl Saver {
             hot: Arc::clone(&self.ctx.hot),
             durable: Arc::clone(&self.ctx.durable),
             metrics: Arc::clone(&self.metrics),
-            operator_token: self.ctx.settings.operator_token.as_deref().map(Arc::from),
+            operator_token: self.ctx.settings.operator_token.clone(),
         }
     }
 
@@ -127,7 +136,7 @@ impl Saver {
             grpc_addr = Some(listener.local_addr()?);
             let hot = Arc::clone(&self.ctx.hot);
             let metrics = Arc::clone(&self.metrics);
-            let token = settings.operator_token.as_deref().map(Arc::from);
+            let token = settings.operator_token.clone();
             let stop = servers_stop.clone();
             servers.push(tokio::spawn(async move {
                 if let Err(e) = grpc::serve(listener, hot, metrics, token, stop).await {
@@ -147,7 +156,7 @@ impl Saver {
         let ctx = Arc::clone(&self.ctx);
         let metrics = Arc::clone(&self.metrics);
         let task = tokio::spawn(async move {
-            worker::run_loop(ctx, metrics, shutdown).await;
+            save_loop::run_loop(ctx, metrics, shutdown).await;
             servers_stop.cancel();
             for server in servers {
                 let _ = server.await;

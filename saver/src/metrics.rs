@@ -6,41 +6,16 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use std::time::Duration;
-
 use canvas_shared::hot::{DirtySummary, HotState};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::dirty::read_dirty;
 use crate::prometheus::SaverPrometheus;
+use crate::report::{LoopState, PassOutcome};
 
 /// How many recent passes and errors are kept.
 pub const RECENT_LIMIT: usize = 20;
-
-/// Where the save loop is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoopState {
-    /// Started, waiting for the durable store (table) to be ready.
-    WaitingForStore,
-    /// Saving every interval.
-    Running,
-    /// Shutdown requested: final saves in progress.
-    Draining,
-    /// The loop has ended.
-    Stopped,
-}
-
-impl LoopState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LoopState::WaitingForStore => "waiting_for_store",
-            LoopState::Running => "running",
-            LoopState::Draining => "draining",
-            LoopState::Stopped => "stopped",
-        }
-    }
-}
 
 /// One entry of `recentSaves`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -73,7 +48,9 @@ pub struct RecentError {
 pub struct AutoSave {
     pub is_running: bool,
     pub interval_ms: u64,
-    pub total_saves: u64,
+    /// Passes that saved at least one project (the contract calls them `totalSaves`; a pass saves many projects).
+    #[serde(rename = "totalSaves")]
+    pub saving_passes: u64,
     pub total_objects_saved: u64,
     pub average_duration_ms: f64,
     pub success_rate: f64,
@@ -130,39 +107,11 @@ pub struct MetricsDoc {
     pub dirty_projects: DirtyProjects,
 }
 
-/// What one pass did, as reported to [`Metrics::record_pass`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PassOutcome {
-    /// Epoch ms when the pass ended.
-    pub at: i64,
-    pub duration_ms: f64,
-    /// Project saves that succeeded (claim completed).
-    pub succeeded: u64,
-    /// Project saves that failed (work put back).
-    pub failed: u64,
-    /// Project saves given up because the lease was taken over.
-    pub lost: u64,
-    /// Items put or deleted.
-    pub objects: u64,
-    /// Of `objects`: Puts and Deletes.
-    pub puts: u64,
-    pub deletes: u64,
-    /// BatchWriteItem requests sent (retries included).
-    pub requests: u64,
-    pub retries: u64,
-    pub errors: Vec<(Option<String>, String)>,
-}
-
-impl PassOutcome {
-    pub fn projects(&self) -> u64 {
-        self.succeeded + self.failed + self.lost
-    }
-}
-
 #[derive(Debug)]
 struct Figures {
     passes: u64,
-    total_saves: u64,
+    /// Passes that saved at least one project.
+    saving_passes: u64,
     total_objects: u64,
     total_duration_ms: f64,
     succeeded: u64,
@@ -214,7 +163,7 @@ impl Metrics {
             state: watch::Sender::new(LoopState::WaitingForStore),
             figures: Mutex::new(Figures {
                 passes: 0,
-                total_saves: 0,
+                saving_passes: 0,
                 total_objects: 0,
                 total_duration_ms: 0.0,
                 succeeded: 0,
@@ -291,7 +240,7 @@ impl Metrics {
         f.lost += outcome.lost;
         f.total_objects += outcome.objects;
         if outcome.succeeded > 0 {
-            f.total_saves += 1;
+            f.saving_passes += 1;
             f.total_duration_ms += outcome.duration_ms;
         }
         push_capped(
@@ -315,12 +264,12 @@ impl Metrics {
         AutoSave {
             is_running: matches!(state, LoopState::Running | LoopState::Draining),
             interval_ms: self.interval_ms,
-            total_saves: f.total_saves,
+            saving_passes: f.saving_passes,
             total_objects_saved: f.total_objects,
-            average_duration_ms: if f.total_saves == 0 {
+            average_duration_ms: if f.saving_passes == 0 {
                 0.0
             } else {
-                round1(f.total_duration_ms / f.total_saves as f64)
+                round1(f.total_duration_ms / f.saving_passes as f64)
             },
             success_rate: if attempts == 0 {
                 100.0
@@ -341,15 +290,11 @@ impl Metrics {
     }
 }
 
-/// How long `GET /metrics` (and `/metrics/prometheus`) waits for the dirty index.
-pub(crate) const DIRTY_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// The whole document: this process's figures and the dirty index read from the hot state now.
 pub async fn document(metrics: &Metrics, hot: &dyn HotState) -> MetricsDoc {
-    let dirty_projects = match tokio::time::timeout(DIRTY_TIMEOUT, hot.dirty_summary()).await {
-        Ok(Ok(summary)) => DirtyProjects::from_summary(summary),
-        Ok(Err(e)) => DirtyProjects::unavailable(e.to_string()),
-        Err(_) => DirtyProjects::unavailable("the dirty index did not answer in time".into()),
+    let dirty_projects = match read_dirty(hot).await {
+        Ok(summary) => DirtyProjects::from_summary(summary),
+        Err(e) => DirtyProjects::unavailable(e.to_string()),
     };
     MetricsDoc {
         auto_save: metrics.auto_save(),
@@ -364,6 +309,7 @@ fn round1(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prometheus::{OpLabels, ResultLabels};
 
     #[test]
     fn success_rate_is_100_before_any_attempt() {
@@ -394,7 +340,7 @@ mod tests {
             });
         }
         let a = m.auto_save();
-        assert_eq!(a.total_saves, 30);
+        assert_eq!(a.saving_passes, 30);
         assert_eq!(a.total_objects_saved, 210);
         assert_eq!(a.failed_saves, 30);
         assert_eq!(a.success_rate, 75.0);
@@ -434,5 +380,37 @@ mod tests {
             );
         }
         assert!(v["dirtyProjects"]["oldestModification"].is_null());
+    }
+
+    #[test]
+    fn counters_follow_passes() {
+        let m = Metrics::new(5000, 10_000, "o".into());
+        m.record_pass(&PassOutcome {
+            duration_ms: 12.0,
+            succeeded: 2,
+            objects: 5,
+            puts: 4,
+            deletes: 1,
+            requests: 3,
+            retries: 1,
+            ..PassOutcome::default()
+        });
+        m.record_pass(&PassOutcome::default());
+        let p = m.prometheus();
+        let get = |result| p.passes.get_or_create(&ResultLabels { result }).get();
+        assert_eq!((get("ok"), get("idle"), get("failed")), (1, 1, 0));
+        assert_eq!(
+            p.items_written.get_or_create(&OpLabels { op: "put" }).get(),
+            4
+        );
+        assert_eq!(
+            p.items_written
+                .get_or_create(&OpLabels { op: "delete" })
+                .get(),
+            1
+        );
+        assert_eq!(p.batch_requests.get(), 3);
+        assert_eq!(p.batch_retries.get(), 1);
+        assert_eq!(p.project_saves.get(), 2);
     }
 }

@@ -1,7 +1,8 @@
 //! Prometheus figures of one saver process, served as text at `GET /metrics/prometheus` (the JSON `/metrics` stays
 //! the contract's document).
 //!
-//! Counters and the pass-duration histogram are fed by every pass ([`crate::Metrics::record_pass`]); the dirty
+//! Counters and the pass-duration histogram are fed by every pass ([`SaverPrometheus::record_pass`], called by
+//! [`crate::Metrics::record_pass`]); the dirty
 //! figures are read from the hot state at scrape time, like `/metrics`' `dirtyProjects`. Label sets are small fixed
 //! enums (project ids are never labels), so cardinality stays bounded.
 //!
@@ -32,7 +33,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::metrics::{LoopState, Metrics, PassOutcome, DIRTY_TIMEOUT};
+use crate::dirty::{read_dirty, DirtyUnreadable};
+use crate::report::{LoopState, PassOutcome};
 
 /// Every metric name starts with this.
 pub const PREFIX: &str = "canvas_saver";
@@ -59,12 +61,6 @@ pub struct StateLabels {
 }
 
 const PASS_RESULTS: [&str; 4] = ["idle", "ok", "partial", "failed"];
-const LOOP_STATES: [LoopState; 4] = [
-    LoopState::WaitingForStore,
-    LoopState::Running,
-    LoopState::Draining,
-    LoopState::Stopped,
-];
 
 /// The counters and histogram of one saver process.
 #[derive(Debug)]
@@ -196,10 +192,15 @@ impl SaverPrometheus {
     }
 }
 
-/// The whole exposition: this process's counters, then the figures read now (dirty index, loop state).
-pub async fn render(metrics: &Metrics, hot: &dyn HotState) -> String {
+/// The whole exposition: this process's counters, then the figures read now (dirty index, loop state, interval).
+pub(crate) async fn render(
+    counters: &SaverPrometheus,
+    state: LoopState,
+    interval_ms: u64,
+    hot: &dyn HotState,
+) -> String {
     let mut scrape = Registry::with_prefix(PREFIX);
-    let dirty = tokio::time::timeout(DIRTY_TIMEOUT, hot.dirty_summary()).await;
+    let dirty = read_dirty(hot).await;
     let up = Gauge::<i64>::default();
     scrape.register(
         "dirty_index_up",
@@ -207,7 +208,7 @@ pub async fn render(metrics: &Metrics, hot: &dyn HotState) -> String {
         up.clone(),
     );
     match dirty {
-        Ok(Ok(summary)) => {
+        Ok(summary) => {
             up.set(1);
             let count = Gauge::<i64>::default();
             count.set(summary.count as i64);
@@ -228,16 +229,15 @@ pub async fn render(metrics: &Metrics, hot: &dyn HotState) -> String {
                 age,
             );
         }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "dirty index unreadable for a Prometheus scrape");
-        }
-        Err(_) => {
+        Err(DirtyUnreadable::TimedOut) => {
             tracing::warn!("dirty index did not answer in time for a Prometheus scrape");
         }
+        Err(e) => {
+            tracing::warn!(error = %e, "dirty index unreadable for a Prometheus scrape");
+        }
     }
-    let state = metrics.state();
     let states = Family::<StateLabels, Gauge>::default();
-    for s in LOOP_STATES {
+    for s in LoopState::ALL {
         states
             .get_or_create(&StateLabels { state: s.as_str() })
             .set(i64::from(s == state));
@@ -248,7 +248,7 @@ pub async fn render(metrics: &Metrics, hot: &dyn HotState) -> String {
         states,
     );
     let interval = Gauge::<f64, AtomicU64>::default();
-    interval.set(metrics.interval_ms() as f64 / 1000.0);
+    interval.set(interval_ms as f64 / 1000.0);
     scrape.register(
         "save_interval_seconds",
         "Configured time between save passes",
@@ -256,7 +256,7 @@ pub async fn render(metrics: &Metrics, hot: &dyn HotState) -> String {
     );
 
     let mut out = String::new();
-    let encoded = encode_registry(&mut out, &metrics.prometheus().registry)
+    let encoded = encode_registry(&mut out, &counters.registry)
         .and_then(|()| encode_registry(&mut out, &scrape))
         .and_then(|()| encode_eof(&mut out));
     if encoded.is_err() {
@@ -296,37 +296,5 @@ mod tests {
             ..PassOutcome::default()
         };
         assert_eq!(pass_result(&failed), "failed");
-    }
-
-    #[test]
-    fn counters_follow_passes() {
-        let m = Metrics::new(5000, 10_000, "o".into());
-        m.record_pass(&PassOutcome {
-            duration_ms: 12.0,
-            succeeded: 2,
-            objects: 5,
-            puts: 4,
-            deletes: 1,
-            requests: 3,
-            retries: 1,
-            ..PassOutcome::default()
-        });
-        m.record_pass(&PassOutcome::default());
-        let p = m.prometheus();
-        let get = |result| p.passes.get_or_create(&ResultLabels { result }).get();
-        assert_eq!((get("ok"), get("idle"), get("failed")), (1, 1, 0));
-        assert_eq!(
-            p.items_written.get_or_create(&OpLabels { op: "put" }).get(),
-            4
-        );
-        assert_eq!(
-            p.items_written
-                .get_or_create(&OpLabels { op: "delete" })
-                .get(),
-            1
-        );
-        assert_eq!(p.batch_requests.get(), 3);
-        assert_eq!(p.batch_retries.get(), 1);
-        assert_eq!(p.project_saves.get(), 2);
     }
 }

@@ -81,7 +81,7 @@ async fn metrics_json_has_the_contract_shape_and_reports_dirty_projects() {
     assert_persisted(hot.as_ref(), &env.store, "m1").await;
     let a = metrics.auto_save();
     assert!(!a.is_running);
-    assert_eq!(a.total_saves, 1);
+    assert_eq!(a.saving_passes, 1);
     assert_eq!(a.total_objects_saved, 2);
     let recent = serde_json::to_value(&a.recent_saves).unwrap();
     let entry = &recent[0];

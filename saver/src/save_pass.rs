@@ -1,7 +1,8 @@
-//! One save pass: claim dirty projects (oldest first, until none is left or the per-pass cap), read what changed
-//! in each claim, write it (Put for live objects, Delete for deleted ones) through the batch writer, then complete
-//! each claim that was fully written, put back each one that failed, and leave alone each one whose lease another
-//! saver took over. The outcome feeds the metrics.
+//! One save pass, the middle of the write path: the save loop ([`crate::save_loop`]) runs one every interval, and
+//! its writes go out through the batch writer ([`crate::batch_writer`]). A pass claims dirty projects (oldest
+//! first, until none is left or the per-pass cap), reads what changed in each claim, writes it (Put for live
+//! objects, Delete for deleted ones), then completes each claim that was fully written, puts back each one that
+//! failed, and leaves alone each one whose lease another saver took over. The outcome feeds the metrics.
 //!
 //! Why a pass is shaped like this: the claim moves the changed-set aside atomically, so an edit that lands while
 //! the pass runs starts a new changed-set and re-marks the project dirty, and a later pass saves it. A claim is
@@ -19,10 +20,11 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::batch::{self, BatchSettings, ProjectWrites};
+use crate::batch_writer::{self, BatchSettings, ProjectWrites, WriteReport};
 use crate::config::SaverSettings;
 use crate::lease::{LeaseState, Leases};
-use crate::metrics::PassOutcome;
+use crate::report::PassOutcome;
+use crate::save_error::SaveError;
 
 /// Projects asked for per claim call (the claim script is one atomic step; keep each short).
 const CLAIM_CHUNK: usize = 100;
@@ -30,10 +32,10 @@ const CLAIM_CHUNK: usize = 100;
 const HOT_CONCURRENCY: usize = 16;
 
 /// What one pass needs.
-pub struct PassContext {
-    pub hot: Arc<dyn HotState>,
-    pub durable: Arc<dyn DurableStore>,
-    pub settings: Arc<SaverSettings>,
+pub(crate) struct PassContext {
+    pub(crate) hot: Arc<dyn HotState>,
+    pub(crate) durable: Arc<dyn DurableStore>,
+    pub(crate) settings: Arc<SaverSettings>,
 }
 
 impl PassContext {
@@ -92,10 +94,10 @@ fn to_writes(claim: &Claim, changes: ChangeSet) -> Vec<ItemWrite> {
 }
 
 /// How one project's save ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Ending {
     Saved,
-    Failed(String),
+    Failed(SaveError),
     Lost,
 }
 
@@ -105,7 +107,7 @@ enum Ending {
 /// interval per saver would bury the real saves in a trace UI; the claim's time is its `claim_ms` attribute), with
 /// one `save_project` child per claimed project, which holds that project's `read_changes`, `batch_write` (one per
 /// BatchWriteItem request, retries included) and `release_claim` spans.
-pub async fn run_pass(ctx: &PassContext) -> PassOutcome {
+pub(crate) async fn run_pass(ctx: &PassContext) -> PassOutcome {
     let started = Instant::now();
     let mut outcome = PassOutcome::default();
     let claims = claim_all(ctx, &mut outcome).await;
@@ -137,6 +139,32 @@ struct Job {
     objects: usize,
 }
 
+impl Job {
+    fn new(claim: Claim) -> Self {
+        Self {
+            span: tracing::info_span!(
+                "save_project",
+                project = %claim.project,
+                objects = tracing::field::Empty,
+                retries = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+            ),
+            claim,
+            objects: 0,
+        }
+    }
+}
+
+/// The claims whose changes were read: those to write, with their writes, and those already decided.
+#[derive(Default)]
+struct Sorted {
+    to_write: Vec<Job>,
+    writes: Vec<ItemWrite>,
+    decided: Vec<(Job, Ending)>,
+}
+
+/// The steps of a pass that claimed something: read every claim, write what changed, decide each claim's ending,
+/// release the claims, and count it all in the outcome.
 async fn save_claims(
     ctx: &PassContext,
     claims: Vec<Claim>,
@@ -150,137 +178,164 @@ async fn save_claims(
         started,
     ));
     let _keep_alive = leases.keep_alive();
-    let jobs: Vec<Job> = claims
-        .into_iter()
-        .map(|claim| Job {
-            span: tracing::info_span!(
-                "save_project",
-                project = %claim.project,
-                objects = tracing::field::Empty,
-                retries = tracing::field::Empty,
-                outcome = tracing::field::Empty,
-            ),
-            claim,
-            objects: 0,
-        })
-        .collect();
-
-    // Read every claim (claim order, i.e. oldest first, is kept for writing).
-    let reads: Vec<(Job, Result<ChangeSet, HotError>)> =
-        futures_util::stream::iter(jobs.into_iter().map(|job| async {
-            let span = tracing::info_span!(
-                parent: &job.span,
-                "read_changes",
-                upserts = tracing::field::Empty,
-                deletes = tracing::field::Empty,
-            );
-            let changes = ctx
-                .hot
-                .read_claim(&job.claim)
-                .instrument(span.clone())
-                .await;
-            if let Ok(changes) = &changes {
-                span.record("upserts", changes.upserts.len());
-                span.record("deletes", changes.deletes.len());
-            }
-            (job, changes)
-        }))
-        .buffered(HOT_CONCURRENCY)
-        .collect()
-        .await;
-
-    let mut endings: Vec<(Job, Ending)> = Vec::with_capacity(reads.len());
-    let mut writes: Vec<ItemWrite> = Vec::new();
-    let mut to_write: Vec<Job> = Vec::new();
-    for (mut job, changes) in reads {
-        match changes {
-            Ok(changes) if changes.is_empty() => endings.push((job, Ending::Saved)),
-            Ok(changes) => {
-                job.objects = changes.len();
-                writes.extend(to_writes(&job.claim, changes));
-                to_write.push(job);
-            }
-            Err(e) => endings.push((job, Ending::Failed(format!("reading changes failed: {e}")))),
-        }
-    }
-
-    let spans: HashMap<ProjectId, tracing::Span> = to_write
-        .iter()
-        .map(|job| (job.claim.project.clone(), job.span.clone()))
-        .collect();
-    let report = batch::write_all(
-        ctx.durable.as_ref(),
-        &leases,
-        writes,
-        &ctx.batch_settings(),
-        &spans,
-    )
-    .await;
-    drop(spans);
+    let jobs = claims.into_iter().map(Job::new).collect();
+    let sorted = sort_reads(read_changes(ctx, jobs).await);
+    let report = write_changes(ctx, &leases, &sorted.to_write, sorted.writes).await;
     outcome.objects = report.items_written;
     outcome.puts = report.puts;
     outcome.deletes = report.deletes;
     outcome.requests = report.requests;
     outcome.retries = report.retries;
-    for job in to_write {
-        let written = report
-            .projects
-            .get(&job.claim.project)
-            .cloned()
-            .unwrap_or_default();
-        job.span.record("retries", written.retries);
-        let ending = if leases.state(&job.claim.project) == Some(LeaseState::Lost) {
-            Ending::Lost
-        } else {
-            ending_of(&written)
-        };
-        endings.push((job, ending));
-    }
+    let mut endings = sorted.decided;
+    endings.extend(decide_endings(&leases, sorted.to_write, &report));
+    let finished = release_claims(ctx, &leases, endings).await;
+    tally(&mut outcome, finished);
+    outcome.at = now_ms();
+    outcome.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    report_pass(&outcome);
+    outcome
+}
 
-    // Complete, put back, or leave to the new owner.
-    let finished: Vec<(Claim, Ending)> =
-        futures_util::stream::iter(endings.into_iter().map(|(job, ending)| {
-            let leases = Arc::clone(&leases);
-            async move {
-                let Job {
-                    claim,
-                    span,
-                    objects,
-                } = job;
-                span.record("objects", objects);
-                let release = tracing::info_span!(
-                    parent: &span,
-                    "release_claim",
-                    action = match &ending {
-                        Ending::Saved => "complete",
-                        Ending::Failed(_) => "put_back",
-                        Ending::Lost => "leave",
-                    },
-                );
-                let ending = finish(ctx.hot.as_ref(), &leases, &claim, ending)
-                    .instrument(release)
-                    .await;
-                let label = match &ending {
-                    Ending::Saved => "saved",
-                    Ending::Failed(_) => "failed",
-                    Ending::Lost => "lost_lease",
-                };
-                span.record("outcome", label);
-                (claim, ending)
+/// Reads every claim's changes (claim order, i.e. oldest first, is kept for writing).
+async fn read_changes(
+    ctx: &PassContext,
+    jobs: Vec<Job>,
+) -> Vec<(Job, Result<ChangeSet, HotError>)> {
+    futures_util::stream::iter(jobs.into_iter().map(|job| async {
+        let span = tracing::info_span!(
+            parent: &job.span,
+            "read_changes",
+            upserts = tracing::field::Empty,
+            deletes = tracing::field::Empty,
+        );
+        let changes = ctx
+            .hot
+            .read_claim(&job.claim)
+            .instrument(span.clone())
+            .await;
+        if let Ok(changes) = &changes {
+            span.record("upserts", changes.upserts.len());
+            span.record("deletes", changes.deletes.len());
+        }
+        (job, changes)
+    }))
+    .buffered(HOT_CONCURRENCY)
+    .collect()
+    .await
+}
+
+/// A claim with nothing changed is saved already; one whose read failed has failed; the rest are to be written.
+fn sort_reads(reads: Vec<(Job, Result<ChangeSet, HotError>)>) -> Sorted {
+    let mut sorted = Sorted::default();
+    for (mut job, changes) in reads {
+        match changes {
+            Ok(changes) if changes.is_empty() => sorted.decided.push((job, Ending::Saved)),
+            Ok(changes) => {
+                job.objects = changes.len();
+                sorted.writes.extend(to_writes(&job.claim, changes));
+                sorted.to_write.push(job);
             }
-        }))
-        .buffer_unordered(HOT_CONCURRENCY)
-        .collect()
-        .await;
+            Err(e) => sorted
+                .decided
+                .push((job, Ending::Failed(SaveError::ReadChanges(e)))),
+        }
+    }
+    sorted
+}
 
+/// Writes every change of the pass through the batch writer, each request traced under its project's span.
+async fn write_changes(
+    ctx: &PassContext,
+    leases: &Leases,
+    to_write: &[Job],
+    writes: Vec<ItemWrite>,
+) -> WriteReport {
+    let spans: HashMap<ProjectId, tracing::Span> = to_write
+        .iter()
+        .map(|job| (job.claim.project.clone(), job.span.clone()))
+        .collect();
+    batch_writer::write_all(
+        ctx.durable.as_ref(),
+        leases,
+        writes,
+        &ctx.batch_settings(),
+        &spans,
+    )
+    .await
+}
+
+/// How each written claim ended: lost if another saver took it over, else as its writes went.
+fn decide_endings(leases: &Leases, to_write: Vec<Job>, report: &WriteReport) -> Vec<(Job, Ending)> {
+    to_write
+        .into_iter()
+        .map(|job| {
+            let written = report
+                .projects
+                .get(&job.claim.project)
+                .cloned()
+                .unwrap_or_default();
+            job.span.record("retries", written.retries);
+            let ending = if leases.state(&job.claim.project) == Some(LeaseState::Lost) {
+                Ending::Lost
+            } else {
+                ending_of(&written)
+            };
+            (job, ending)
+        })
+        .collect()
+}
+
+/// Completes, puts back, or leaves to the new owner every claim of the pass.
+async fn release_claims(
+    ctx: &PassContext,
+    leases: &Arc<Leases>,
+    endings: Vec<(Job, Ending)>,
+) -> Vec<(Claim, Ending)> {
+    futures_util::stream::iter(endings.into_iter().map(|(job, ending)| {
+        let leases = Arc::clone(leases);
+        async move {
+            let Job {
+                claim,
+                span,
+                objects,
+            } = job;
+            span.record("objects", objects);
+            let release = tracing::info_span!(
+                parent: &span,
+                "release_claim",
+                action = match &ending {
+                    Ending::Saved => "complete",
+                    Ending::Failed(_) => "put_back",
+                    Ending::Lost => "leave",
+                },
+            );
+            let ending = finish(ctx.hot.as_ref(), &leases, &claim, ending)
+                .instrument(release)
+                .await;
+            let label = match &ending {
+                Ending::Saved => "saved",
+                Ending::Failed(_) => "failed",
+                Ending::Lost => "lost_lease",
+            };
+            span.record("outcome", label);
+            (claim, ending)
+        }
+    }))
+    .buffer_unordered(HOT_CONCURRENCY)
+    .collect()
+    .await
+}
+
+/// Counts each claim's ending in the outcome, with an error entry for each one not saved.
+fn tally(outcome: &mut PassOutcome, finished: Vec<(Claim, Ending)>) {
     for (claim, ending) in finished {
         match ending {
             Ending::Saved => outcome.succeeded += 1,
-            Ending::Failed(message) => {
+            Ending::Failed(error) => {
                 outcome.failed += 1;
                 outcome
                     .errors
-                    .push((Some(claim.project.to_string()), message));
+                    .push((Some(claim.project.to_string()), error.to_string()));
             }
             Ending::Lost => {
                 outcome.lost += 1;
@@ -292,8 +347,10 @@ async fn save_claims(
             }
         }
     }
-    outcome.at = now_ms();
-    outcome.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+}
+
+/// Records the pass's figures on its span and logs how it went.
+fn report_pass(outcome: &PassOutcome) {
     let span = tracing::Span::current();
     span.record("projects", outcome.projects());
     span.record("objects", outcome.objects);
@@ -317,17 +374,16 @@ async fn save_claims(
             "save pass finished"
         );
     }
-    outcome
 }
 
 fn ending_of(written: &ProjectWrites) -> Ending {
     match &written.error {
         Some(e) => Ending::Failed(e.clone()),
         None if written.complete() => Ending::Saved,
-        None => Ending::Failed(format!(
-            "only {} of {} items were written",
-            written.written, written.expected
-        )),
+        None => Ending::Failed(SaveError::Incomplete {
+            written: written.written,
+            expected: written.expected,
+        }),
     }
 }
 
@@ -341,15 +397,15 @@ async fn finish(hot: &dyn HotState, leases: &Leases, claim: &Claim, ending: Endi
                 Ending::Lost
             }
             // The writes landed; the claim stays until its lease expires and is then saved again (harmless).
-            Err(e) => Ending::Failed(format!("completing the claim failed: {e}")),
+            Err(e) => Ending::Failed(SaveError::CompleteClaim(e)),
         },
-        Ending::Failed(message) => {
-            tracing::warn!(project = %claim.project, error = %message, "project save failed; putting the work back");
+        Ending::Failed(error) => {
+            tracing::warn!(project = %claim.project, error = %error, "project save failed; putting the work back");
             if let Err(e) = hot.abandon_claim(claim).await {
                 // The saving-set stays under the expired lease and is taken over by the next claim.
                 tracing::warn!(project = %claim.project, error = %e, "putting the work back failed; the lease will expire instead");
             }
-            Ending::Failed(message)
+            Ending::Failed(error)
         }
         Ending::Lost => Ending::Lost,
     };
@@ -358,6 +414,6 @@ async fn finish(hot: &dyn HotState, leases: &Leases, claim: &Claim, ending: Endi
 }
 
 /// Pause between final passes that keep failing during shutdown.
-pub fn drain_pause(settings: &SaverSettings) -> Duration {
+pub(crate) fn drain_pause(settings: &SaverSettings) -> Duration {
     settings.interval.min(Duration::from_millis(500))
 }

@@ -1,5 +1,5 @@
-//! The save loop: waits until the durable store is ready (creating the table when asked), then runs a pass every
-//! interval. Errors are counted and logged and the loop keeps going. On shutdown it stops the timer, lets the pass
+//! The save loop, where the write path starts: waits until the durable store is ready (creating the table when
+//! asked), then runs a save pass ([`crate::save_pass`]) every interval. Errors are counted and logged and the loop keeps going. On shutdown it stops the timer, lets the pass
 //! in flight finish, and runs final passes until nothing is left to claim — all within the grace period.
 //!
 //! Why a grace period bounds everything: an orchestrator kills the process after its own timeout anyway. Should
@@ -12,8 +12,9 @@ use canvas_shared::time::now_ms;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{LoopState, Metrics, PassOutcome};
-use crate::pass::{drain_pause, run_pass, PassContext};
+use crate::metrics::Metrics;
+use crate::report::{LoopState, PassOutcome};
+use crate::save_pass::{drain_pause, run_pass, PassContext};
 
 /// Waits for the store; false if shutdown came first.
 async fn wait_for_store(
@@ -50,7 +51,11 @@ async fn wait_for_store(
 }
 
 /// Runs the save loop until `shutdown` and the final saves are done.
-pub async fn run_loop(ctx: Arc<PassContext>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+pub(crate) async fn run_loop(
+    ctx: Arc<PassContext>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     metrics.set_state(LoopState::WaitingForStore);
     if !wait_for_store(&ctx, &metrics, &shutdown).await {
         tracing::info!("shutdown before the durable store was ready; nothing was claimed");

@@ -22,54 +22,55 @@ use rand::Rng;
 use tracing::Instrument;
 
 use crate::lease::{LeaseState, Leases, Renewal};
+use crate::save_error::{RetryReason, SaveError, StopReason};
 
 /// Most attempts per request while the store is unreachable (it is then likely down for every request).
-pub const UNAVAILABLE_ATTEMPTS: u32 = 3;
+const UNAVAILABLE_ATTEMPTS: u32 = 3;
 
 /// How the writer retries and how wide it goes.
 #[derive(Debug, Clone)]
-pub struct BatchSettings {
+pub(crate) struct BatchSettings {
     /// Requests in flight at once.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Attempts per request (the first one included).
-    pub max_attempts: u32,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_max: Duration,
 }
 
 /// What happened to one project's writes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProjectWrites {
-    pub expected: usize,
-    pub written: usize,
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProjectWrites {
+    pub(crate) expected: usize,
+    pub(crate) written: usize,
     /// Retries of requests carrying this project's items.
-    pub retries: u64,
+    pub(crate) retries: u64,
     /// The first error that made this project's save fail.
-    pub error: Option<String>,
+    pub(crate) error: Option<SaveError>,
 }
 
 impl ProjectWrites {
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.error.is_none() && self.written >= self.expected
     }
 }
 
 /// What the writer did in one pass.
 #[derive(Debug, Default)]
-pub struct WriteReport {
-    pub projects: HashMap<ProjectId, ProjectWrites>,
-    pub items_written: u64,
+pub(crate) struct WriteReport {
+    pub(crate) projects: HashMap<ProjectId, ProjectWrites>,
+    pub(crate) items_written: u64,
     /// Of `items_written`: Puts and Deletes.
-    pub puts: u64,
-    pub deletes: u64,
-    pub requests: u64,
-    pub retries: u64,
+    pub(crate) puts: u64,
+    pub(crate) deletes: u64,
+    pub(crate) requests: u64,
+    pub(crate) retries: u64,
 }
 
 /// Orders writes into requests: at most [`MAX_BATCH_ITEMS`] each, no key twice in one request (a repeated key
 /// keeps its first write: both come from the same read of the hot state). Project order is kept, so the oldest
 /// projects go first and a project's writes sit in as few requests as possible.
-pub fn pack(writes: Vec<ItemWrite>) -> Vec<Vec<ItemWrite>> {
+pub(crate) fn pack(writes: Vec<ItemWrite>) -> Vec<Vec<ItemWrite>> {
     let mut seen: HashSet<(ProjectId, ObjectId)> = HashSet::with_capacity(writes.len());
     let mut batches: Vec<Vec<ItemWrite>> = Vec::new();
     let mut current: Vec<ItemWrite> = Vec::with_capacity(MAX_BATCH_ITEMS);
@@ -92,7 +93,7 @@ pub fn pack(writes: Vec<ItemWrite>) -> Vec<Vec<ItemWrite>> {
 }
 
 /// Full-jitter backoff before retry number `attempt` (1-based): uniform in [0, min(max, base · 2^(attempt-1))].
-pub fn backoff(settings: &BatchSettings, attempt: u32) -> Duration {
+pub(crate) fn backoff(settings: &BatchSettings, attempt: u32) -> Duration {
     let exp = settings
         .backoff_base
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
@@ -113,7 +114,7 @@ struct Shared<'a> {
     spans: &'a HashMap<ProjectId, tracing::Span>,
     book: Mutex<HashMap<ProjectId, ProjectWrites>>,
     /// Set when the store looks down or overloaded: requests not started yet are skipped.
-    abort: Mutex<Option<String>>,
+    abort: Mutex<Option<StopReason>>,
     items_written: AtomicU64,
     puts: AtomicU64,
     deletes: AtomicU64,
@@ -126,28 +127,28 @@ impl Shared<'_> {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn aborted(&self) -> Option<String> {
+    fn aborted(&self) -> Option<StopReason> {
         self.abort.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn set_abort(&self, reason: String) {
+    fn set_abort(&self, reason: StopReason) {
         let mut abort = self.abort.lock().unwrap_or_else(|e| e.into_inner());
         if abort.is_none() {
             *abort = Some(reason);
         }
     }
 
-    fn fail(&self, project: &ProjectId, message: &str) {
+    fn fail(&self, project: &ProjectId, error: &SaveError) {
         if let Some(entry) = self.book().get_mut(project) {
             if entry.error.is_none() {
-                entry.error = Some(message.to_string());
+                entry.error = Some(error.clone());
             }
         }
     }
 
-    fn fail_all(&self, writes: &[ItemWrite], message: &str) {
+    fn fail_all(&self, writes: &[ItemWrite], error: &SaveError) {
         for project in distinct_projects(writes) {
-            self.fail(&project, message);
+            self.fail(&project, error);
         }
     }
 
@@ -228,7 +229,7 @@ fn distinct_projects(writes: &[ItemWrite]) -> Vec<ProjectId> {
 
 /// Writes everything, `settings.concurrency` requests at a time, and reports per project. `spans` holds the
 /// `save_project` span of each project (may be empty: requests are then children of the current span).
-pub async fn write_all(
+pub(crate) async fn write_all(
     durable: &dyn DurableStore,
     leases: &Leases,
     writes: Vec<ItemWrite>,
@@ -290,7 +291,7 @@ async fn send_one(
                 break;
             }
             if let Some(reason) = shared.aborted() {
-                shared.fail_all(&pending, &format!("not attempted: {reason}"));
+                shared.fail_all(&pending, &SaveError::NotAttempted(reason));
                 tracing::Span::current().record("outcome", "skipped");
                 break;
             }
@@ -301,7 +302,7 @@ async fn send_one(
                     .await;
             for (project, renewal) in projects.iter().zip(renewals) {
                 if let Renewal::Unknown(e) = renewal {
-                    shared.fail(project, &format!("lease renewal failed: {e}"));
+                    shared.fail(project, &SaveError::RenewLease(e));
                 }
             }
             pending.retain(|w| shared.open(&w.project));
@@ -311,7 +312,7 @@ async fn send_one(
                 .try_fold(Duration::MAX, |min, left| left.map(|l| l.min(min)));
             let Some(budget) = budget else {
                 // Renewed but already too close to the lease's end (Redis answered very slowly).
-                shared.fail_all(&pending, "lease too close to expiry to write safely");
+                shared.fail_all(&pending, &SaveError::LeaseTooShort);
                 break;
             };
             if pending.is_empty() {
@@ -338,13 +339,13 @@ async fn send_one(
                         tracing::Span::current().record("outcome", "written");
                         break;
                     }
-                    format!("{} items left unprocessed", pending.len())
+                    RetryReason::Unprocessed(pending.len())
                 }
                 Ok(Err(e)) if e.is_retryable() => {
                     if matches!(e, DurableError::Unavailable(_)) {
                         attempts_allowed = attempts_allowed.min(UNAVAILABLE_ATTEMPTS);
                     }
-                    e.to_string()
+                    RetryReason::Store(e)
                 }
                 Ok(Err(DurableError::Rejected(message)))
                     if distinct_projects(&pending).len() > 1 =>
@@ -357,25 +358,24 @@ async fn send_one(
                     break;
                 }
                 Ok(Err(e)) => {
-                    let message = e.to_string();
-                    tracing::error!(error = %message, "batch write rejected");
-                    shared.fail_all(&pending, &message);
+                    tracing::error!(error = %e, "batch write rejected");
+                    shared.fail_all(&pending, &SaveError::Rejected(e.clone()));
                     if matches!(e, DurableError::TableMissing(_)) {
-                        shared.set_abort(message);
+                        shared.set_abort(StopReason::TableMissing(e));
                     }
                     tracing::Span::current().record("outcome", "rejected");
                     break;
                 }
                 Err(_) => {
                     attempts_allowed = attempts_allowed.min(UNAVAILABLE_ATTEMPTS);
-                    "request timed out before the lease would run out".to_string()
+                    RetryReason::TimedOut
                 }
             };
             if attempt >= attempts_allowed {
-                let message = format!("gave up after {attempt} attempts: {reason}");
-                tracing::warn!(error = %message, items = pending.len(), "batch write failed");
-                shared.fail_all(&pending, &message);
-                shared.set_abort(format!("the store kept failing ({reason})"));
+                let error = SaveError::GaveUp { attempts: attempt, reason: reason.clone() };
+                tracing::warn!(error = %error, items = pending.len(), "batch write failed");
+                shared.fail_all(&pending, &error);
+                shared.set_abort(StopReason::KeptFailing(reason));
                 tracing::Span::current().record("outcome", "failed");
                 break;
             }

@@ -1,0 +1,26 @@
+//! The dirty index as operators see it: read from the hot state at request time, bounded by a timeout, for
+//! `/metrics`' `dirtyProjects` and the Prometheus dirty gauges alike.
+
+use std::time::Duration;
+
+use canvas_shared::hot::{DirtySummary, HotError, HotState};
+
+/// How long `GET /metrics` (and `/metrics/prometheus`) waits for the dirty index.
+const DIRTY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why the dirty index could not be read for this request.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DirtyUnreadable {
+    #[error(transparent)]
+    Hot(#[from] HotError),
+    #[error("the dirty index did not answer in time")]
+    TimedOut,
+}
+
+/// Reads the dirty index now, waiting at most [`DIRTY_TIMEOUT`].
+pub(crate) async fn read_dirty(hot: &dyn HotState) -> Result<DirtySummary, DirtyUnreadable> {
+    match tokio::time::timeout(DIRTY_TIMEOUT, hot.dirty_summary()).await {
+        Ok(summary) => Ok(summary?),
+        Err(_) => Err(DirtyUnreadable::TimedOut),
+    }
+}
