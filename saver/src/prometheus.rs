@@ -2,9 +2,8 @@
 //! the contract's document).
 //!
 //! Counters and the pass-duration histogram are fed by every pass ([`SaverPrometheus::record_pass`], called by
-//! [`crate::Metrics::record_pass`]); the dirty
-//! figures are read from the hot state at scrape time, like `/metrics`' `dirtyProjects`. Label sets are small fixed
-//! enums (project ids are never labels), so cardinality stays bounded.
+//! `Metrics::record_pass`); the dirty figures are read from the hot state at scrape time, like `/metrics`'
+//! `dirtyProjects`. Label sets are small fixed enums (project ids are never labels), so cardinality stays bounded.
 //!
 //! | metric | type | meaning |
 //! | --- | --- | --- |

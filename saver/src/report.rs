@@ -1,5 +1,5 @@
 //! What the save loop reports: where the loop is in its life ([`LoopState`]) and what each pass did
-//! ([`PassOutcome`]). The JSON figures ([`crate::metrics`]) and the Prometheus counters ([`crate::prometheus`])
+//! ([`PassOutcome`]). The JSON figures (`metrics.rs`) and the Prometheus counters (`prometheus.rs`)
 //! both read these; neither depends on the other for them.
 
 use serde::Serialize;
@@ -37,7 +37,7 @@ impl LoopState {
     }
 }
 
-/// What one pass did, as reported to [`crate::Metrics::record_pass`].
+/// What one pass did, as reported to `Metrics::record_pass`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PassOutcome {
     /// Epoch ms when the pass ended.

@@ -1,4 +1,4 @@
-//! One save pass, the middle of the write path: the save loop ([`crate::save_loop`]) runs one every interval, and
+//! One save pass, the middle of the write path: the save loop (`save_loop.rs`) runs one every interval, and
 //! its writes go out through the batch writer ([`crate::batch_writer`]). A pass claims dirty projects (oldest
 //! first, until none is left or the per-pass cap), reads what changed in each claim, writes it (Put for live
 //! objects, Delete for deleted ones), then completes each claim that was fully written, puts back each one that
