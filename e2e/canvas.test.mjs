@@ -151,6 +151,12 @@ test('two browsers draw, move and reload a shape on the same project', { timeout
       return o;
     });
 
+    await run('page 1 shows its edit as sent (or saved, once the server reports saves)', async () => {
+      await waitIn(p1, () => ['sent', 'saved'].includes(window.canvasApp.saveState)
+        && document.getElementById('save-state').textContent.startsWith('All changes'), undefined,
+      '"All changes sent" / "All changes saved" after the ack');
+    });
+
     await run('page 2 receives the rectangle', async () => {
       await waitIn(p2, (r) => {
         const o = window.canvasApp.objects[r.id];
