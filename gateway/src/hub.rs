@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use canvas_shared::hot::{Bus, BusEvent, BusMessage, HotState};
+use canvas_shared::hot::{Bus, BusEvent, BusMessage, EditStore};
 use canvas_shared::ProjectId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +45,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Hub {
     /// Opens the bus and starts delivering its messages.
-    pub fn start(hot: &dyn HotState, metrics: Arc<GatewayMetrics>) -> Arc<Self> {
+    pub fn start(hot: &dyn EditStore, metrics: Arc<GatewayMetrics>) -> Arc<Self> {
         let (events_tx, events_rx) = mpsc::channel(8192);
         let bus = hot.open_bus(events_tx);
         let hub = Arc::new(Self {

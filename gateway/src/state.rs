@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use canvas_shared::durable::DurableStore;
-use canvas_shared::hot::HotState;
+use canvas_shared::hot::EditStore;
 use canvas_shared::Limits;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,7 +18,7 @@ use crate::metrics::GatewayMetrics;
 pub struct AppState(pub Arc<Inner>);
 
 pub struct Inner {
-    pub hot: Arc<dyn HotState>,
+    pub hot: Arc<dyn EditStore>,
     pub durable: Arc<dyn DurableStore>,
     pub hub: Arc<Hub>,
     pub(crate) loader: Loader,
@@ -41,7 +41,7 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(
-        hot: Arc<dyn HotState>,
+        hot: Arc<dyn EditStore>,
         durable: Arc<dyn DurableStore>,
         limits: Limits,
         auth: Auth,

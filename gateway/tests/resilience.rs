@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use canvas_gateway::config::{AbuseArgs, TuningArgs};
 use canvas_shared::durable::{DurableStore, ItemWrite, WriteOp};
-use canvas_shared::hot::StoredObject;
+use canvas_shared::stored::StoredObject;
 use canvas_shared::{ObjectId, ProjectId};
 use canvas_testkit::{free_port, http_get, wait_for_port, RedisServer, WsClient};
 use common::{durable, project, spawn_gateway, spawn_gateway_with, Options, TABLE};

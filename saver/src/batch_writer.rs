@@ -438,7 +438,7 @@ mod tests {
         async fn load_project(
             &self,
             _: &ProjectId,
-        ) -> Result<Vec<canvas_shared::hot::StoredObject>, DurableError> {
+        ) -> Result<Vec<canvas_shared::stored::StoredObject>, DurableError> {
             Ok(Vec::new())
         }
         async fn ensure_table(&self, _: bool) -> Result<(), DurableError> {
@@ -452,7 +452,7 @@ mod tests {
     #[tokio::test]
     async fn a_rejected_project_does_not_fail_the_projects_sharing_its_request() {
         use canvas_shared::hot::memory::MemoryHotState;
-        use canvas_shared::hot::{EditContext, HotState};
+        use canvas_shared::hot::{EditContext, EditStore, SaveQueue};
         use canvas_shared::object::{Edit, NewObject};
         use canvas_shared::Limits;
 
@@ -477,7 +477,7 @@ mod tests {
             }
         }
         let claims = hot.claim_dirty("me", 10, 60_000, 2).await.unwrap();
-        let hot: std::sync::Arc<dyn HotState> = std::sync::Arc::new(hot);
+        let hot: std::sync::Arc<dyn SaveQueue> = std::sync::Arc::new(hot);
         let leases = Leases::new(
             std::sync::Arc::clone(&hot),
             Duration::from_secs(60),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use canvas_proto::saver::v1 as pb;
 use canvas_proto::saver::v1::saver_metrics_server::{SaverMetrics, SaverMetricsServer};
-use canvas_shared::hot::HotState;
+use canvas_shared::hot::SaveQueue;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -18,7 +18,7 @@ use crate::report::LoopState;
 
 /// The SaverMetrics service.
 struct MetricsService {
-    hot: Arc<dyn HotState>,
+    hot: Arc<dyn SaveQueue>,
     metrics: Arc<Metrics>,
 }
 
@@ -89,7 +89,7 @@ const SERVICE_NAME: &str = "canvas.saver.v1.SaverMetrics";
 /// Serves until `stop` is cancelled.
 pub(crate) async fn serve(
     listener: TcpListener,
-    hot: Arc<dyn HotState>,
+    hot: Arc<dyn SaveQueue>,
     metrics: Arc<Metrics>,
     operator_token: Option<OperatorToken>,
     stop: CancellationToken,

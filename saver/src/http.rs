@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use canvas_shared::durable::{DurableError, DurableStore};
-use canvas_shared::hot::HotState;
+use canvas_shared::hot::SaveQueue;
 use serde_json::json;
 
 use crate::metrics::{document, Metrics};
@@ -25,7 +25,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// What the handlers share.
 #[derive(Clone)]
 pub(crate) struct HttpState {
-    pub(crate) hot: Arc<dyn HotState>,
+    pub(crate) hot: Arc<dyn SaveQueue>,
     pub(crate) durable: Arc<dyn DurableStore>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) operator_token: Option<OperatorToken>,

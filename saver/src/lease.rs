@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use canvas_shared::hot::{Claim, HotError, HotState};
+use canvas_shared::hot::{Claim, HotError, SaveQueue};
 use canvas_shared::ids::ProjectId;
 use canvas_shared::time::now_ms;
 use tokio::task::JoinHandle;
@@ -49,7 +49,7 @@ struct Entry {
 
 /// The claims of one pass.
 pub(crate) struct Leases {
-    hot: Arc<dyn HotState>,
+    hot: Arc<dyn SaveQueue>,
     lease: Duration,
     entries: Mutex<HashMap<ProjectId, Entry>>,
 }
@@ -57,7 +57,7 @@ pub(crate) struct Leases {
 impl Leases {
     /// `claimed_at` is when the claim request was sent: the lease cannot end before `claimed_at + lease`.
     pub(crate) fn new(
-        hot: Arc<dyn HotState>,
+        hot: Arc<dyn SaveQueue>,
         lease: Duration,
         claims: &[Claim],
         claimed_at: Instant,
@@ -206,7 +206,7 @@ impl Drop for KeepAlive {
 mod tests {
     use super::*;
     use canvas_shared::hot::memory::MemoryHotState;
-    use canvas_shared::hot::EditContext;
+    use canvas_shared::hot::{EditContext, EditStore};
     use canvas_shared::object::{Edit, NewObject};
     use canvas_shared::Limits;
 

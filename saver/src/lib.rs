@@ -5,7 +5,7 @@
 //! Its figures are served over HTTP (`/metrics` JSON, `/metrics/prometheus` text, `/healthz`, `/readyz`) and gRPC
 //! (`SaverMetrics`, health, reflection).
 //!
-//! The library runs on any [`HotState`] and [`DurableStore`], so the `saver` binary wires Redis and DynamoDB, the
+//! The library runs on any [`SaveQueue`] and [`DurableStore`], so the `saver` binary wires Redis and DynamoDB, the
 //! one-process dev mode runs it on the memory hot state and the embedded store, and tests run it on a
 //! fault-injecting store.
 //!
@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use canvas_shared::durable::DurableStore;
-use canvas_shared::hot::HotState;
+use canvas_shared::hot::SaveQueue;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -56,7 +56,7 @@ pub struct Saver {
 impl Saver {
     pub fn new(
         settings: SaverSettings,
-        hot: Arc<dyn HotState>,
+        hot: Arc<dyn SaveQueue>,
         durable: Arc<dyn DurableStore>,
     ) -> Self {
         let metrics = Arc::new(Metrics::new(
@@ -196,7 +196,7 @@ impl RunningSaver {
 /// Runs a saver until `shutdown` is cancelled and its final saves are done.
 pub async fn run(
     settings: SaverSettings,
-    hot: Arc<dyn HotState>,
+    hot: Arc<dyn SaveQueue>,
     durable: Arc<dyn DurableStore>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {

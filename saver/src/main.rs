@@ -10,7 +10,7 @@ use canvas_shared::durable::dynamo::DynamoStore;
 use canvas_shared::durable::faulty::FaultyStore;
 use canvas_shared::durable::DurableStore;
 use canvas_shared::hot::redis::RedisHotState;
-use canvas_shared::hot::HotState;
+use canvas_shared::hot::SaveQueue;
 use canvas_shared::shutdown::{self, SignalMessages};
 use clap::Parser;
 
@@ -28,7 +28,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: SaverConfig) -> anyhow::Result<()> {
-    let hot: Arc<dyn HotState> = Arc::new(RedisHotState::connect(&config.redis.redis_url)?);
+    let hot: Arc<dyn SaveQueue> = Arc::new(RedisHotState::connect(&config.redis.redis_url)?);
     let dynamo = DynamoStore::connect(&config.dynamo).await;
     let durable: Arc<dyn DurableStore> = match config.debug_write_delay_ms {
         Some(ms) if ms > 0 => {

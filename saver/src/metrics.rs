@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use canvas_shared::hot::{DirtySummary, HotState};
+use canvas_shared::hot::{DirtySummary, SaveQueue};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -291,7 +291,7 @@ impl Metrics {
 }
 
 /// The whole document: this process's figures and the dirty index read from the hot state now.
-pub async fn document(metrics: &Metrics, hot: &dyn HotState) -> MetricsDoc {
+pub async fn document(metrics: &Metrics, hot: &dyn SaveQueue) -> MetricsDoc {
     let dirty_projects = match read_dirty(hot).await {
         Ok(summary) => DirtyProjects::from_summary(summary),
         Err(e) => DirtyProjects::unavailable(e.to_string()),

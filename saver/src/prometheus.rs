@@ -21,7 +21,7 @@
 //! | `canvas_saver_loop_state{state}` | gauge | 1 for the save loop's current state |
 //! | `canvas_saver_save_interval_seconds` | gauge | the configured interval |
 
-use canvas_shared::hot::HotState;
+use canvas_shared::hot::SaveQueue;
 use canvas_shared::time::now_ms;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -196,7 +196,7 @@ pub(crate) async fn render(
     counters: &SaverPrometheus,
     state: LoopState,
     interval_ms: u64,
-    hot: &dyn HotState,
+    hot: &dyn SaveQueue,
 ) -> String {
     let mut scrape = Registry::with_prefix(PREFIX);
     let dirty = read_dirty(hot).await;

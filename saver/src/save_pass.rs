@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canvas_shared::durable::{DurableStore, ItemWrite, WriteOp};
-use canvas_shared::hot::{ChangeSet, Claim, HotError, HotState};
+use canvas_shared::hot::{ChangeSet, Claim, HotError, SaveQueue};
 use canvas_shared::ids::ProjectId;
 use canvas_shared::time::now_ms;
 use futures_util::StreamExt;
@@ -33,7 +33,7 @@ const HOT_CONCURRENCY: usize = 16;
 
 /// What one pass needs.
 pub(crate) struct PassContext {
-    pub(crate) hot: Arc<dyn HotState>,
+    pub(crate) hot: Arc<dyn SaveQueue>,
     pub(crate) durable: Arc<dyn DurableStore>,
     pub(crate) settings: Arc<SaverSettings>,
 }
@@ -388,7 +388,7 @@ fn ending_of(written: &ProjectWrites) -> Ending {
 }
 
 /// Completes a fully written claim or puts a failed one back. A lost claim is left alone.
-async fn finish(hot: &dyn HotState, leases: &Leases, claim: &Claim, ending: Ending) -> Ending {
+async fn finish(hot: &dyn SaveQueue, leases: &Leases, claim: &Claim, ending: Ending) -> Ending {
     let ending = match ending {
         Ending::Saved => match hot.complete_claim(claim).await {
             Ok(true) => Ending::Saved,

@@ -11,7 +11,7 @@ use canvas_saver::{Saver, SaverSettings};
 use canvas_shared::durable::embedded::EmbeddedStore;
 use canvas_shared::durable::DurableStore;
 use canvas_shared::hot::memory::MemoryHotState;
-use canvas_shared::hot::HotState;
+use canvas_shared::hot::HotStore;
 use canvas_testkit::TempDir;
 use common::*;
 use serde_json::{json, Value};
@@ -31,13 +31,13 @@ async fn embedded_objects(store: &EmbeddedStore, project: &str) -> BTreeMap<Stri
 async fn saves_memory_state_into_the_embedded_store() {
     let dir = TempDir::new("saver-dev");
     let store = EmbeddedStore::open(&dir.path().join("canvas.redb")).unwrap();
-    let hot: Arc<dyn HotState> = Arc::new(MemoryHotState::new());
+    let hot: Arc<dyn HotStore> = Arc::new(MemoryHotState::new());
     let settings = SaverSettings {
         interval: Duration::from_millis(50),
         ..SaverSettings::default()
     };
     let shutdown = CancellationToken::new();
-    let running = Saver::new(settings, Arc::clone(&hot), Arc::new(store.clone()))
+    let running = Saver::new(settings, hot.clone(), Arc::new(store.clone()))
         .start(shutdown.clone())
         .await
         .unwrap();

@@ -95,7 +95,7 @@ async fn metrics_json_has_the_contract_shape_and_reports_dirty_projects() {
 async fn readyz_names_the_missing_table_without_the_create_flag() {
     let redis = canvas_testkit::RedisServer::start();
     let dynalite = Dynalite::start();
-    let hot: Arc<dyn canvas_shared::hot::HotState> =
+    let hot: Arc<dyn canvas_shared::hot::HotStore> =
         Arc::new(canvas_shared::hot::redis::RedisHotState::connect(&redis.url()).unwrap());
     let store = dynamo(&dynalite, "no_such_canvas_table").await;
     let mut s = settings();

@@ -84,7 +84,7 @@ async fn prometheus_figures_follow_real_saves() {
     let store = FaultyStore::new(env.store.clone());
     let faults = Arc::clone(&store.faults);
     // Passes run on demand (no loop), so every figure is exact.
-    let saver = Saver::new(settings(), Arc::clone(&hot), Arc::new(store));
+    let saver = Saver::new(settings(), hot.clone(), Arc::new(store));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = saver.http_router();

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod object;
 pub mod protocol;
 pub mod shutdown;
+pub mod stored;
 pub mod telemetry;
 pub mod time;
 

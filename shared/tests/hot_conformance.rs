@@ -1,6 +1,6 @@
-//! One conformance suite for [`HotState`], run against both implementations so they cannot drift:
+//! One conformance suite for [`HotStore`], run against both implementations so they cannot drift:
 //! `RedisHotState` on a real redis-server (one server per test: the dirty and lease indexes are global keys)
-//! and `MemoryHotState` (the one-process dev mode). Each check is an async function over `&dyn HotState`;
+//! and `MemoryHotState` (the one-process dev mode). Each check is an async function over `&dyn HotStore`;
 //! `conformance!` turns it into one `#[tokio::test]` per implementation (`redis::<check>`, `memory::<check>`).
 //!
 //! Times are explicit (`now_ms` of edits, claims and renewals), so lease expiry is tested without sleeping.
@@ -15,10 +15,11 @@ use canvas_shared::hot::memory::MemoryHotState;
 use canvas_shared::hot::redis::RedisHotState;
 use canvas_shared::hot::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, HotError,
-    HotState, StoredObject,
+    HotStore,
 };
 use canvas_shared::ids::ProjectId;
 use canvas_shared::object::{merge_patch, Edit, NewObject, Patch};
+use canvas_shared::stored::StoredObject;
 use canvas_shared::{ErrorCode, Limits};
 use common::{oid, parse, pid, stored, tricky_object, tricky_props};
 use serde_json::{json, Value};
@@ -122,7 +123,7 @@ fn rect(id: &str) -> Value {
 }
 
 async fn apply_at(
-    hot: &dyn HotState,
+    hot: &dyn HotStore,
     project: &ProjectId,
     edit: Edit,
     now_ms: i64,
@@ -131,7 +132,7 @@ async fn apply_at(
 }
 
 /// Applies an edit that must succeed.
-async fn ok(hot: &dyn HotState, project: &ProjectId, edit: Edit, now_ms: i64) -> Applied {
+async fn ok(hot: &dyn HotStore, project: &ProjectId, edit: Edit, now_ms: i64) -> Applied {
     let what = format!("{edit:?}");
     apply_at(hot, project, edit, now_ms)
         .await
@@ -149,12 +150,12 @@ fn rejection(result: Result<Applied, HotError>) -> ErrorCode {
 }
 
 /// Loads an empty project (a new project: nothing in the durable store).
-async fn open(hot: &dyn HotState, project: &ProjectId) {
+async fn open(hot: &dyn HotStore, project: &ProjectId) {
     assert!(hot.load(project, &[], 0).await.expect("load"));
 }
 
 /// The snapshot's objects by id, parsed.
-async fn objects(hot: &dyn HotState, project: &ProjectId) -> BTreeMap<String, Value> {
+async fn objects(hot: &dyn HotStore, project: &ProjectId) -> BTreeMap<String, Value> {
     let snapshot = hot.snapshot(project).await.expect("snapshot");
     by_id(&snapshot.objects)
 }
@@ -169,7 +170,7 @@ fn by_id(texts: &[String]) -> BTreeMap<String, Value> {
     map
 }
 
-async fn seq(hot: &dyn HotState, project: &ProjectId) -> u64 {
+async fn seq(hot: &dyn HotStore, project: &ProjectId) -> u64 {
     hot.snapshot(project).await.expect("snapshot").seq
 }
 
@@ -208,11 +209,11 @@ fn ids(set: &ChangeSet) -> Vec<String> {
     all
 }
 
-async fn summary(hot: &dyn HotState) -> DirtySummary {
+async fn summary(hot: &dyn HotStore) -> DirtySummary {
     hot.dirty_summary().await.expect("dirty summary")
 }
 
-async fn claim(hot: &dyn HotState, owner: &str, max: usize, now_ms: i64) -> Vec<Claim> {
+async fn claim(hot: &dyn HotStore, owner: &str, max: usize, now_ms: i64) -> Vec<Claim> {
     hot.claim_dirty(owner, max, LEASE, now_ms)
         .await
         .expect("claim_dirty")
@@ -222,7 +223,7 @@ fn projects_of(claims: &[Claim]) -> Vec<String> {
     claims.iter().map(|c| c.project.to_string()).collect()
 }
 
-async fn open_bus(hot: &dyn HotState) -> (Arc<dyn Bus>, mpsc::Receiver<BusEvent>) {
+async fn open_bus(hot: &dyn HotStore) -> (Arc<dyn Bus>, mpsc::Receiver<BusEvent>) {
     let (tx, rx) = mpsc::channel(256);
     (hot.open_bus(tx), rx)
 }
@@ -252,7 +253,7 @@ async fn next_message(rx: &mut mpsc::Receiver<BusEvent>) -> BusMessage {
 
 /// Publishes an ephemeral marker and asserts it is the next message: nothing else was delivered before it.
 async fn expect_only_marker(
-    hot: &dyn HotState,
+    hot: &dyn HotStore,
     rx: &mut mpsc::Receiver<BusEvent>,
     project: &ProjectId,
     marker: &str,
@@ -272,7 +273,7 @@ async fn expect_only_marker(
 // ---------------------------------------------------------------------------------------------------------------
 // Applying edits
 
-async fn apply_create_update_delete(hot: &dyn HotState) {
+async fn apply_create_update_delete(hot: &dyn HotStore) {
     let p = pid("p-apply");
     open(hot, &p).await;
 
@@ -319,7 +320,7 @@ async fn apply_create_update_delete(hot: &dyn HotState) {
     assert_eq!(seq(hot, &p).await, 6);
 }
 
-async fn apply_rejections_change_nothing(hot: &dyn HotState) {
+async fn apply_rejections_change_nothing(hot: &dyn HotStore) {
     let p = pid("p-reject");
     open(hot, &p).await;
     ok(hot, &p, create(rect("o1")), 1_000).await;
@@ -366,7 +367,7 @@ async fn apply_rejections_change_nothing(hot: &dyn HotState) {
     assert_eq!((a.version, a.seq), (Some(2), 2));
 }
 
-async fn too_large_object_size(hot: &dyn HotState) {
+async fn too_large_object_size(hot: &dyn HotStore) {
     let p = pid("p-size");
     open(hot, &p).await;
     let limit = 300;
@@ -418,7 +419,7 @@ async fn too_large_object_size(hot: &dyn HotState) {
     assert_eq!((a.version, a.seq), (Some(2), 2));
 }
 
-async fn too_large_max_objects(hot: &dyn HotState) {
+async fn too_large_max_objects(hot: &dyn HotStore) {
     let p = pid("p-count");
     open(hot, &p).await;
     let limits = Limits {
@@ -459,7 +460,7 @@ async fn too_large_max_objects(hot: &dyn HotState) {
 // ---------------------------------------------------------------------------------------------------------------
 // Loading and snapshots
 
-async fn not_loaded_before_load(hot: &dyn HotState) {
+async fn not_loaded_before_load(hot: &dyn HotStore) {
     let p = pid("p-cold");
     assert!(matches!(hot.snapshot(&p).await, Err(HotError::NotLoaded)));
     for edit in [
@@ -482,7 +483,7 @@ async fn not_loaded_before_load(hot: &dyn HotState) {
     assert!(matches!(hot.snapshot(&p).await, Err(HotError::NotLoaded)));
 }
 
-async fn load_installs_once(hot: &dyn HotState) {
+async fn load_installs_once(hot: &dyn HotStore) {
     let p = pid("p-load");
     let durable = [
         stored("o1", &with_version(rect("o1"), 7), 500),
@@ -536,7 +537,7 @@ async fn load_installs_once(hot: &dyn HotState) {
     assert!(objects(hot, &empty).await.is_empty());
 }
 
-async fn load_seq_floor(hot: &dyn HotState) {
+async fn load_seq_floor(hot: &dyn HotStore) {
     let p = pid("p-floor");
     assert!(hot
         .load(&p, &[stored("o1", &with_version(rect("o1"), 3), 1)], 41)
@@ -550,7 +551,7 @@ async fn load_seq_floor(hot: &dyn HotState) {
     assert_eq!(seq(hot, &p).await, 43);
 }
 
-async fn snapshot_contents(hot: &dyn HotState) {
+async fn snapshot_contents(hot: &dyn HotStore) {
     let p = pid("p-snap");
     assert!(hot
         .load(
@@ -619,7 +620,7 @@ async fn snapshot_contents(hot: &dyn HotState) {
 // ---------------------------------------------------------------------------------------------------------------
 // JSON exactness: objects are free JSON and must come back exactly, whatever the implementation.
 
-async fn json_exact_create(hot: &dyn HotState) {
+async fn json_exact_create(hot: &dyn HotStore) {
     let p = pid("p-json");
     open(hot, &p).await;
     let body = tricky_object("t1");
@@ -634,7 +635,7 @@ async fn json_exact_create(hot: &dyn HotState) {
     assert_eq!(got["emptyObj"], json!({}));
 }
 
-async fn json_exact_merge_patches(hot: &dyn HotState) {
+async fn json_exact_merge_patches(hot: &dyn HotStore) {
     let p = pid("p-merge");
     open(hot, &p).await;
     let mut expected = json!({
@@ -718,7 +719,7 @@ async fn json_exact_merge_patches(hot: &dyn HotState) {
     }
 }
 
-async fn json_exact_load(hot: &dyn HotState) {
+async fn json_exact_load(hot: &dyn HotStore) {
     let p = pid("p-json-load");
     let body = with_version(tricky_object("t1"), 4);
     assert!(hot.load(&p, &[stored("t1", &body, 1)], 0).await.unwrap());
@@ -747,7 +748,7 @@ async fn json_exact_load(hot: &dyn HotState) {
     assert_eq!(upserts["t1"], (expected, 1_000));
 }
 
-async fn load_accepts_any_json_layout(hot: &dyn HotState) {
+async fn load_accepts_any_json_layout(hot: &dyn HotStore) {
     // The trait takes JSON text from the durable store; nothing promises it is compact or canonical (a store
     // written by another tool, a pretty-printed import, escaped key spellings).
     let p = pid("p-layout");
@@ -801,7 +802,7 @@ async fn load_accepts_any_json_layout(hot: &dyn HotState) {
 // ---------------------------------------------------------------------------------------------------------------
 // The bus
 
-async fn bus_frames(hot: &dyn HotState) {
+async fn bus_frames(hot: &dyn HotStore) {
     let p = pid("p-bus");
     open(hot, &p).await;
     let (bus, mut rx) = open_bus(hot).await;
@@ -843,7 +844,7 @@ async fn bus_frames(hot: &dyn HotState) {
     expect_only_marker(hot, &mut rx, &p, "after-refused-edit").await;
 }
 
-async fn bus_delivers_to_that_project_only(hot: &dyn HotState) {
+async fn bus_delivers_to_that_project_only(hot: &dyn HotStore) {
     let (a, b) = (pid("p-bus-a"), pid("p-bus-b"));
     open(hot, &a).await;
     open(hot, &b).await;
@@ -888,7 +889,7 @@ async fn bus_delivers_to_that_project_only(hot: &dyn HotState) {
     expect_only_marker(hot, &mut rx_a, &a, "after-load").await;
 }
 
-async fn bus_ephemeral_has_seq_zero(hot: &dyn HotState) {
+async fn bus_ephemeral_has_seq_zero(hot: &dyn HotStore) {
     let p = pid("p-eph");
     let (bus, mut rx) = open_bus(hot).await;
     subscribe(bus.as_ref(), &p).await;
@@ -905,7 +906,7 @@ async fn bus_ephemeral_has_seq_zero(hot: &dyn HotState) {
     assert_eq!(next_message(&mut rx).await.seq, 1);
 }
 
-async fn bus_unsubscribe_stops_delivery(hot: &dyn HotState) {
+async fn bus_unsubscribe_stops_delivery(hot: &dyn HotStore) {
     let (p, marker) = (pid("p-unsub"), pid("p-unsub-marker"));
     open(hot, &p).await;
     let (bus, mut rx) = open_bus(hot).await;
@@ -929,7 +930,7 @@ async fn bus_unsubscribe_stops_delivery(hot: &dyn HotState) {
 // ---------------------------------------------------------------------------------------------------------------
 // The dirty index and the saver's claims
 
-async fn dirty_summary_after_edits(hot: &dyn HotState) {
+async fn dirty_summary_after_edits(hot: &dyn HotStore) {
     assert_eq!(summary(hot).await, DirtySummary::default());
     let (a, b, c) = (pid("p-d-a"), pid("p-d-b"), pid("p-d-c"));
     for p in [&a, &b, &c] {
@@ -981,7 +982,7 @@ async fn dirty_summary_after_edits(hot: &dyn HotState) {
     );
 }
 
-async fn dirty_summary_lists_the_oldest_100(hot: &dyn HotState) {
+async fn dirty_summary_lists_the_oldest_100(hot: &dyn HotStore) {
     // 150 dirty projects, edited newest-name-first; 10 of them being saved.
     for i in 0..150 {
         let p = pid(&format!("p-many-{i:03}"));
@@ -998,7 +999,7 @@ async fn dirty_summary_lists_the_oldest_100(hot: &dyn HotState) {
     assert_eq!(s.project_ids, expected, "the 100 oldest, oldest first");
 }
 
-async fn claim_finds_dirty_projects_behind_many_leased_ones(hot: &dyn HotState) {
+async fn claim_finds_dirty_projects_behind_many_leased_ones(hot: &dyn HotStore) {
     // 120 projects claimed and then edited again: the oldest entries of the dirty index are all under live
     // leases, and a claim must look past them (Redis scans the index in windows of 100).
     for i in 0..120 {
@@ -1019,7 +1020,7 @@ async fn claim_finds_dirty_projects_behind_many_leased_ones(hot: &dyn HotState) 
     assert_eq!(summary(hot).await.count, 121);
 }
 
-async fn claim_oldest_first_and_exclusive(hot: &dyn HotState) {
+async fn claim_oldest_first_and_exclusive(hot: &dyn HotStore) {
     let names = ["p-c-3", "p-c-1", "p-c-4", "Org_2:team.p-c-2"];
     let times = [3_000, 1_000, 4_000, 2_000];
     for (name, t) in names.iter().zip(times) {
@@ -1051,7 +1052,7 @@ async fn claim_oldest_first_and_exclusive(hot: &dyn HotState) {
     assert_eq!(summary(hot).await.count, 4);
 }
 
-async fn read_claim_upserts_and_deletes(hot: &dyn HotState) {
+async fn read_claim_upserts_and_deletes(hot: &dyn HotStore) {
     let p = pid("p-read");
     assert!(hot
         .load(
@@ -1101,7 +1102,7 @@ async fn read_claim_upserts_and_deletes(hot: &dyn HotState) {
     assert_eq!(ids(&again), ["disk1", "disk2", "gone", "new1"]);
 }
 
-async fn edit_during_claim_is_not_lost(hot: &dyn HotState) {
+async fn edit_during_claim_is_not_lost(hot: &dyn HotStore) {
     let p = pid("p-race");
     open(hot, &p).await;
     ok(hot, &p, create(rect("o1")), 1_000).await;
@@ -1144,7 +1145,7 @@ async fn edit_during_claim_is_not_lost(hot: &dyn HotState) {
     assert_eq!(upserts["o1"].1, 2_200);
 }
 
-async fn complete_claim_clears(hot: &dyn HotState) {
+async fn complete_claim_clears(hot: &dyn HotStore) {
     let p = pid("p-done");
     open(hot, &p).await;
     ok(hot, &p, create(rect("o1")), 1_000).await;
@@ -1165,7 +1166,7 @@ async fn complete_claim_clears(hot: &dyn HotState) {
     assert_eq!(ids(&hot.read_claim(&next[0]).await.unwrap()), ["o2"]);
 }
 
-async fn abandon_claim_restores(hot: &dyn HotState) {
+async fn abandon_claim_restores(hot: &dyn HotStore) {
     let (p, q) = (pid("p-fail"), pid("p-fail-later"));
     open(hot, &p).await;
     open(hot, &q).await;
@@ -1217,7 +1218,7 @@ async fn abandon_claim_restores(hot: &dyn HotState) {
     assert_eq!(summary(hot).await, DirtySummary::default());
 }
 
-async fn expired_lease_taken_over(hot: &dyn HotState) {
+async fn expired_lease_taken_over(hot: &dyn HotStore) {
     let p = pid("p-crash");
     open(hot, &p).await;
     ok(hot, &p, create(rect("o1")), 1_000).await;
@@ -1254,7 +1255,7 @@ async fn expired_lease_taken_over(hot: &dyn HotState) {
     assert!(claim(hot, "saver-c", 10, 100_000).await.is_empty());
 }
 
-async fn expired_leases_taken_over_in_expiry_order(hot: &dyn HotState) {
+async fn expired_leases_taken_over_in_expiry_order(hot: &dyn HotStore) {
     // Names sort the other way round from expiry, so ordering by name would pick the wrong one.
     let (late, early) = (pid("p-exp-a"), pid("p-exp-b"));
     for p in [&late, &early] {
@@ -1275,7 +1276,7 @@ async fn expired_leases_taken_over_in_expiry_order(hot: &dyn HotState) {
     assert_eq!(projects_of(&taken), ["p-exp-a"]);
 }
 
-async fn renew_extends_lease(hot: &dyn HotState) {
+async fn renew_extends_lease(hot: &dyn HotStore) {
     let p = pid("p-renew");
     open(hot, &p).await;
     ok(hot, &p, create(rect("o1")), 1_000).await;
@@ -1297,6 +1298,6 @@ async fn renew_extends_lease(hot: &dyn HotState) {
     assert!(!hot.renew_claim(&c, LEASE, 22_001).await.unwrap());
 }
 
-async fn ping(hot: &dyn HotState) {
+async fn ping(hot: &dyn HotStore) {
     hot.ping().await.expect("ping");
 }

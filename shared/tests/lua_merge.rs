@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use canvas_shared::hot::memory::MemoryHotState;
 use canvas_shared::hot::redis::RedisHotState;
-use canvas_shared::hot::{EditContext, HotState};
+use canvas_shared::hot::{EditContext, EditStore};
 use canvas_shared::object::{merge_patch, Edit, NewObject, Patch, RESERVED_FIELDS, VERSION_FIELD};
 use canvas_shared::{Limits, ObjectId, ProjectId};
 use canvas_testkit::RedisServer;
@@ -104,7 +104,7 @@ impl Stores {
         let mut expected = reparse(object);
         expected[VERSION_FIELD] = Value::from(1);
         self.rt.block_on(async {
-            for store in [&self.redis as &dyn HotState, &self.memory] {
+            for store in [&self.redis as &dyn EditStore, &self.memory] {
                 store
                     .load(&project, &[], 0)
                     .await
@@ -134,7 +134,7 @@ impl Stores {
         expected: &Value,
     ) -> Result<(), TestCaseError> {
         for (name, store) in [
-            ("redis", &self.redis as &dyn HotState),
+            ("redis", &self.redis as &dyn EditStore),
             ("memory", &self.memory),
         ] {
             let ctx = EditContext {

@@ -15,7 +15,7 @@ use canvas_shared::durable::dynamo::DynamoStore;
 use canvas_shared::durable::item;
 use canvas_shared::durable::DurableStore;
 use canvas_shared::hot::redis::RedisHotState;
-use canvas_shared::hot::{Applied, EditContext, HotState};
+use canvas_shared::hot::{Applied, EditContext, HotStore};
 use canvas_shared::ids::{ObjectId, ProjectId};
 use canvas_shared::object::{Edit, NewObject, Patch};
 use canvas_shared::Limits;
@@ -66,7 +66,7 @@ impl Env {
         }
     }
 
-    pub fn hot(&self) -> Arc<dyn HotState> {
+    pub fn hot(&self) -> Arc<dyn HotStore> {
         Arc::new(self.hot.clone())
     }
 }
@@ -102,7 +102,7 @@ pub struct TestSaver {
 }
 
 pub async fn spawn_saver(
-    hot: Arc<dyn HotState>,
+    hot: Arc<dyn HotStore>,
     durable: Arc<dyn DurableStore>,
     settings: SaverSettings,
 ) -> TestSaver {
@@ -160,18 +160,18 @@ fn ctx() -> EditContext<'static> {
 }
 
 /// Loads an empty project, as a gateway does for a project the durable store does not hold.
-pub async fn open(hot: &dyn HotState, project: &str) {
+pub async fn open(hot: &dyn HotStore, project: &str) {
     hot.load(&pid(project), &[], 0).await.expect("load");
 }
 
-pub async fn create(hot: &dyn HotState, project: &str, object: Value) -> Applied {
+pub async fn create(hot: &dyn HotStore, project: &str, object: Value) -> Applied {
     let object = NewObject::from_json(object, &LIMITS).expect("valid object");
     hot.apply(&pid(project), &Edit::Create(object), ctx())
         .await
         .expect("create applied")
 }
 
-pub async fn update(hot: &dyn HotState, project: &str, id: &str, patch: Value) -> Applied {
+pub async fn update(hot: &dyn HotStore, project: &str, id: &str, patch: Value) -> Applied {
     let id = oid(id);
     let patch = Patch::from_json(&id, patch, &LIMITS).expect("valid patch");
     hot.apply(&pid(project), &Edit::Update { id, patch }, ctx())
@@ -179,7 +179,7 @@ pub async fn update(hot: &dyn HotState, project: &str, id: &str, patch: Value) -
         .expect("update applied")
 }
 
-pub async fn delete(hot: &dyn HotState, project: &str, id: &str) -> Applied {
+pub async fn delete(hot: &dyn HotStore, project: &str, id: &str) -> Applied {
     hot.apply(&pid(project), &Edit::Delete { id: oid(id) }, ctx())
         .await
         .expect("delete applied")
@@ -229,7 +229,7 @@ pub async fn query(store: &DynamoStore, project: &str) -> BTreeMap<String, Value
 }
 
 /// The project's objects in the hot state, as object id → JSON.
-pub async fn hot_objects(hot: &dyn HotState, project: &str) -> BTreeMap<String, Value> {
+pub async fn hot_objects(hot: &dyn HotStore, project: &str) -> BTreeMap<String, Value> {
     hot.snapshot(&pid(project))
         .await
         .expect("snapshot")
@@ -262,7 +262,7 @@ where
 }
 
 /// Waits until nothing is dirty or being saved.
-pub async fn wait_clean(hot: &dyn HotState, timeout: Duration) {
+pub async fn wait_clean(hot: &dyn HotStore, timeout: Duration) {
     wait_until(timeout, "no dirty projects", || async {
         hot.dirty_summary()
             .await
@@ -273,7 +273,7 @@ pub async fn wait_clean(hot: &dyn HotState, timeout: Duration) {
 }
 
 /// Asserts DynamoDB holds exactly what the hot state holds for the project.
-pub async fn assert_persisted(hot: &dyn HotState, store: &DynamoStore, project: &str) {
+pub async fn assert_persisted(hot: &dyn HotStore, store: &DynamoStore, project: &str) {
     let want = hot_objects(hot, project).await;
     let got = query(store, project).await;
     assert_eq!(

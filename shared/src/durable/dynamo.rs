@@ -18,8 +18,8 @@ use aws_sdk_dynamodb::Client;
 use super::item::{self, OBJECT_KEY, PROJECT_KEY};
 use super::{DurableError, DurableStore, ItemWrite, WriteOp};
 use crate::config::DynamoArgs;
-use crate::hot::StoredObject;
 use crate::ids::ProjectId;
+use crate::stored::StoredObject;
 
 /// DynamoDB-backed [`DurableStore`].
 #[derive(Clone)]

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use redb::{Database, TableDefinition};
 
 use super::{DurableError, DurableStore, ItemWrite, WriteOp, MAX_BATCH_ITEMS};
-use crate::hot::StoredObject;
 use crate::ids::{ObjectId, ProjectId};
+use crate::stored::StoredObject;
 
 /// (project id, object id) → (object JSON, updatedAt ms).
 const OBJECTS: TableDefinition<(&str, &str), (&str, i64)> = TableDefinition::new("canvas_objects");

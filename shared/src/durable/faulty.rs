@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{DurableError, DurableStore, ItemWrite};
-use crate::hot::StoredObject;
 use crate::ids::ProjectId;
+use crate::stored::StoredObject;
 
 /// Faults to inject; change them at any time from the test.
 #[derive(Debug, Default)]

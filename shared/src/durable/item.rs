@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Map, Number, Value};
 
-use crate::hot::StoredObject;
 use crate::ids::{ObjectId, ProjectId};
+use crate::stored::StoredObject;
 
 pub const PROJECT_KEY: &str = "projectId";
 pub const OBJECT_KEY: &str = "objectId";

@@ -11,8 +11,8 @@ pub mod validating;
 
 use async_trait::async_trait;
 
-use crate::hot::StoredObject;
 use crate::ids::{ObjectId, ProjectId};
+use crate::stored::StoredObject;
 
 /// Most writes one BatchWriteItem request may carry.
 pub const MAX_BATCH_ITEMS: usize = 25;

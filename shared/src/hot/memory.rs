@@ -9,12 +9,13 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::{
-    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, HotError,
-    HotState, Snapshot, StoredObject,
+    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditStore,
+    HotError, Reachable, SaveQueue, Snapshot,
 };
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::{ObjectId, ProjectId};
 use crate::object::{merge_patch, Edit, VERSION_FIELD};
+use crate::stored::StoredObject;
 
 #[derive(Default)]
 struct Project {
@@ -177,7 +178,7 @@ impl MemoryHotState {
 }
 
 #[async_trait]
-impl HotState for MemoryHotState {
+impl EditStore for MemoryHotState {
     async fn apply(
         &self,
         project_id: &ProjectId,
@@ -273,11 +274,17 @@ impl HotState for MemoryHotState {
         lock(&self.inner.buses).push(Arc::downgrade(&bus));
         bus
     }
+}
 
+#[async_trait]
+impl Reachable for MemoryHotState {
     async fn ping(&self) -> Result<(), HotError> {
         Ok(())
     }
+}
 
+#[async_trait]
+impl SaveQueue for MemoryHotState {
     async fn claim_dirty(
         &self,
         owner: &str,

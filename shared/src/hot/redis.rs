@@ -14,13 +14,14 @@ use tracing::Instrument;
 
 use super::keys::{ProjectKeys, DIRTY_INDEX, LEASE_INDEX};
 use super::{
-    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, HotError,
-    HotState, Snapshot, StoredObject,
+    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditStore,
+    HotError, Reachable, SaveQueue, Snapshot,
 };
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::{ObjectId, ProjectId};
 use crate::object::Edit;
 use crate::protocol::json_string;
+use crate::stored::StoredObject;
 
 const JSON_LUA: &str = include_str!("scripts/json.lua");
 
@@ -101,7 +102,7 @@ fn rejection(
 }
 
 #[async_trait]
-impl HotState for RedisHotState {
+impl EditStore for RedisHotState {
     async fn apply(
         &self,
         project: &ProjectId,
@@ -239,14 +240,20 @@ impl HotState for RedisHotState {
         tokio::spawn(run_bus(Arc::clone(&bus), events));
         bus
     }
+}
 
+#[async_trait]
+impl Reachable for RedisHotState {
     async fn ping(&self) -> Result<(), HotError> {
         redis::cmd("PING")
             .query_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
     }
+}
 
+#[async_trait]
+impl SaveQueue for RedisHotState {
     async fn claim_dirty(
         &self,
         owner: &str,

@@ -1,8 +1,8 @@
 //! Helpers shared by the storage conformance suites: ids, edits, and JSON values that lossy storage would change.
 #![allow(dead_code)]
 
-use canvas_shared::hot::StoredObject;
 use canvas_shared::ids::{ObjectId, ProjectId};
+use canvas_shared::stored::StoredObject;
 use serde_json::{json, Value};
 
 pub fn pid(s: &str) -> ProjectId {

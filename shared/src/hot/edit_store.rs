@@ -1,0 +1,109 @@
+//! The gateway's half of the hot state: applying edits, reading and loading projects, and the bus that fans
+//! frames out to every gateway.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use super::{HotError, Reachable};
+use crate::ids::{ObjectId, ProjectId};
+use crate::limits::Limits;
+use crate::object::Edit;
+use crate::stored::StoredObject;
+
+/// Who made an edit and where it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct EditContext<'a> {
+    /// User id shown to others as `by`.
+    pub by: &'a str,
+    /// Connection id of the sender; its gateway skips it when fanning out (it gets an `ack` instead).
+    pub origin: &'a str,
+    pub now_ms: i64,
+    pub limits: &'a Limits,
+}
+
+/// The result of an applied edit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub id: ObjectId,
+    /// The object's new version; `None` for a delete.
+    pub version: Option<u64>,
+    /// The project's sequence number after this edit.
+    pub seq: u64,
+}
+
+/// A project's objects as stored JSON texts (each with its `version`), and the `seq` they reflect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub objects: Vec<String>,
+}
+
+/// A message fanned out through the bus.
+#[derive(Debug, Clone)]
+pub struct BusMessage {
+    pub project: ProjectId,
+    /// Connection id of the sender (skipped when fanning out).
+    pub origin: String,
+    /// The edit's `seq`, or 0 for ephemeral messages (presence).
+    pub seq: u64,
+    /// The frame to send, already encoded.
+    pub frame: Arc<str>,
+    /// W3C `traceparent` of the span that published it, when tracing is on (fan-out spans become its children).
+    pub trace: Option<String>,
+}
+
+/// What the bus tells its owner.
+#[derive(Debug, Clone)]
+pub enum BusEvent {
+    Message(BusMessage),
+    /// The bus lost its connection and got it back, with every subscription restored. Messages published in
+    /// between are lost (pub/sub is at-most-once): every affected client needs a fresh snapshot.
+    Resubscribed,
+    /// The bus lost its connection and is reconnecting.
+    Disconnected,
+}
+
+/// Subscriptions of one gateway to per-project channels.
+#[async_trait]
+pub trait Bus: Send + Sync {
+    async fn subscribe(&self, project: &ProjectId) -> Result<(), HotError>;
+    async fn unsubscribe(&self, project: &ProjectId) -> Result<(), HotError>;
+}
+
+/// What a gateway needs from the hot state.
+#[async_trait]
+pub trait EditStore: Reachable {
+    /// Applies one edit atomically: object, `version`, `seq`, changed-set, dirty index and publish.
+    async fn apply(
+        &self,
+        project: &ProjectId,
+        edit: &Edit,
+        ctx: EditContext<'_>,
+    ) -> Result<Applied, HotError>;
+
+    /// The project's objects and `seq`, or [`HotError::NotLoaded`].
+    async fn snapshot(&self, project: &ProjectId) -> Result<Snapshot, HotError>;
+
+    /// Installs a project read from the durable store, unless it is already loaded (then nothing changes).
+    /// `seq` starts at `seq_floor` so clients that saw an earlier life of the project never see it go back.
+    /// Returns true when this call did the load.
+    async fn load(
+        &self,
+        project: &ProjectId,
+        objects: &[StoredObject],
+        seq_floor: u64,
+    ) -> Result<bool, HotError>;
+
+    /// Publishes an ephemeral frame (presence) to every gateway subscribed to the project.
+    async fn publish_ephemeral(
+        &self,
+        project: &ProjectId,
+        origin: &str,
+        frame: &str,
+    ) -> Result<(), HotError>;
+
+    /// Starts this process's bus connection; events arrive on `events` until it is dropped.
+    fn open_bus(&self, events: mpsc::Sender<BusEvent>) -> Arc<dyn Bus>;
+}

@@ -1,0 +1,81 @@
+//! The saver's half of the hot state: the dirty index and the claim/lease protocol that hands each changed project
+//! to exactly one saver at a time.
+
+use async_trait::async_trait;
+
+use super::{HotError, Reachable};
+use crate::ids::{ObjectId, ProjectId};
+use crate::stored::StoredObject;
+
+/// A project claimed by a saver under a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub project: ProjectId,
+    /// Unique per claim; a claim whose token was replaced (lease taken over) can no longer complete.
+    pub token: String,
+    /// Epoch ms of the oldest change this claim covers (restored into the dirty index if the save fails).
+    pub dirty_since: i64,
+}
+
+/// The current state of every object changed since the claim's changes began.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    pub upserts: Vec<StoredObject>,
+    pub deletes: Vec<ObjectId>,
+}
+
+impl ChangeSet {
+    pub fn len(&self) -> usize {
+        self.upserts.len() + self.deletes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The dirty index at a glance (for metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirtySummary {
+    /// Projects with unsaved changes, including those being saved now.
+    pub count: usize,
+    /// Epoch ms of the oldest unsaved change.
+    pub oldest_modification: Option<i64>,
+    /// Up to 100 project ids, oldest first.
+    pub project_ids: Vec<String>,
+}
+
+/// What a saver needs from the hot state.
+#[async_trait]
+pub trait SaveQueue: Reachable {
+    /// Claims up to `max` dirty projects, oldest first, plus any whose lease expired (a crashed saver's), under a
+    /// lease of `lease_ms`. Projects under a live lease are skipped. Each claim moves the project's changed-set
+    /// aside so that new edits start a new one (and re-mark the project dirty).
+    async fn claim_dirty(
+        &self,
+        owner: &str,
+        max: usize,
+        lease_ms: u64,
+        now_ms: i64,
+    ) -> Result<Vec<Claim>, HotError>;
+
+    /// The current state of every object in the claim's changed-set.
+    async fn read_claim(&self, claim: &Claim) -> Result<ChangeSet, HotError>;
+
+    /// Extends the lease; false when the claim was taken over (the caller must stop writing).
+    async fn renew_claim(
+        &self,
+        claim: &Claim,
+        lease_ms: u64,
+        now_ms: i64,
+    ) -> Result<bool, HotError>;
+
+    /// The save succeeded: drops the claim's changed-set and lease. False when the claim was taken over.
+    async fn complete_claim(&self, claim: &Claim) -> Result<bool, HotError>;
+
+    /// The save failed: merges the changed-set back and re-marks the project dirty at its original time.
+    async fn abandon_claim(&self, claim: &Claim) -> Result<(), HotError>;
+
+    /// Dirty projects (waiting or being saved) for metrics.
+    async fn dirty_summary(&self) -> Result<DirtySummary, HotError>;
+}
