@@ -7,9 +7,9 @@
 
 use canvas_shared::durable::item::{from_item, to_item};
 use canvas_shared::durable::validating::{check_item, item_size, MAX_ITEM_BYTES};
-use canvas_shared::hot::StoredObject;
 use canvas_shared::ids::MAX_ID_LEN;
 use canvas_shared::object::{NewObject, Patch, MAX_STORABLE_OBJECT_BYTES};
+use canvas_shared::stored::StoredObject;
 use canvas_shared::{Limits, ObjectId, ProjectId};
 use proptest::prelude::*;
 use proptest::test_runner::Config;

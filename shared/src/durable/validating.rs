@@ -20,8 +20,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::item::{to_item, OBJECT_KEY, PROJECT_KEY};
 use super::{DurableError, DurableStore, ItemWrite, WriteOp};
-use crate::hot::StoredObject;
 use crate::ids::ProjectId;
+use crate::stored::StoredObject;
 
 /// Most bytes in an item (400 KB; DynamoDB's KB is 1024 bytes).
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;

@@ -43,7 +43,7 @@ struct Inner {
     buses: Mutex<Vec<Weak<MemoryBus>>>,
 }
 
-/// In-memory [`HotState`]; clones share the same state.
+/// In-memory [`EditStore`] and [`SaveQueue`]; clones share the same state.
 #[derive(Clone, Default)]
 pub struct MemoryHotState {
     inner: Arc<Inner>,

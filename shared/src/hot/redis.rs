@@ -51,7 +51,7 @@ fn unavailable(err: impl std::fmt::Display) -> HotError {
     HotError::Unavailable(err.to_string())
 }
 
-/// Redis-backed [`HotState`].
+/// Redis-backed [`EditStore`] and [`SaveQueue`].
 #[derive(Clone)]
 pub struct RedisHotState {
     client: Client,
