@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use canvas_shared::durable::DurableStore;
-use canvas_shared::hot::{HotError, HotState, Snapshot};
+use canvas_shared::hot::{EditStore, HotError, Snapshot};
 use canvas_shared::{ErrorCode, ProjectId, Rejection};
 
 use crate::hub::Hub;
@@ -15,7 +15,7 @@ use crate::metrics::GatewayMetrics;
 
 /// Reads projects from the durable store into the hot state, one load per project at a time on this gateway.
 pub(crate) struct Loader {
-    hot: Arc<dyn HotState>,
+    hot: Arc<dyn EditStore>,
     durable: Arc<dyn DurableStore>,
     /// The highest `seq` this gateway has seen per project: an installed project never starts below it.
     hub: Arc<Hub>,
@@ -26,7 +26,7 @@ pub(crate) struct Loader {
 
 impl Loader {
     pub(crate) fn new(
-        hot: Arc<dyn HotState>,
+        hot: Arc<dyn EditStore>,
         durable: Arc<dyn DurableStore>,
         hub: Arc<Hub>,
         metrics: Arc<GatewayMetrics>,

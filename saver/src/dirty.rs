@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use canvas_shared::hot::{DirtySummary, HotError, HotState};
+use canvas_shared::hot::{DirtySummary, HotError, SaveQueue};
 
 /// How long `GET /metrics` (and `/metrics/prometheus`) waits for the dirty index.
 const DIRTY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -18,7 +18,7 @@ pub(crate) enum DirtyUnreadable {
 }
 
 /// Reads the dirty index now, waiting at most [`DIRTY_TIMEOUT`].
-pub(crate) async fn read_dirty(hot: &dyn HotState) -> Result<DirtySummary, DirtyUnreadable> {
+pub(crate) async fn read_dirty(hot: &dyn SaveQueue) -> Result<DirtySummary, DirtyUnreadable> {
     match tokio::time::timeout(DIRTY_TIMEOUT, hot.dirty_summary()).await {
         Ok(summary) => Ok(summary?),
         Err(_) => Err(DirtyUnreadable::TimedOut),
