@@ -22,6 +22,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::Value;
 
+use canvas_shared::secret::Secret;
+
 use crate::error::ApiError;
 
 /// Longest token accepted (bytes); longer ones are refused before any parsing.
@@ -36,7 +38,7 @@ pub const MAX_SUB_CHARS: usize = 256;
 pub struct AuthArgs {
     /// HS256 secret for client JWTs.
     #[arg(long = "jwt-secret", env = "CANVAS_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     /// PEM public key (RSA, EC P-256/P-384 or Ed25519) that verifies JWTs signed by an identity provider.
     #[arg(
         long = "jwt-public-key",
@@ -256,7 +258,12 @@ impl JwtVerifier {
             }
             v
         };
-        if let Some(secret) = args.jwt_secret.as_deref().filter(|s| !s.is_empty()) {
+        if let Some(secret) = args
+            .jwt_secret
+            .as_ref()
+            .map(Secret::expose)
+            .filter(|s| !s.is_empty())
+        {
             if secret.len() < MIN_SECRET_BYTES {
                 tracing::warn!(
                     "CANVAS_JWT_SECRET is only {} bytes; use at least {MIN_SECRET_BYTES} random bytes \
@@ -540,6 +547,15 @@ mod tests {
             token_from(&h, None),
             Err(ApiError::Unauthorized(_))
         ));
+    }
+
+    #[test]
+    fn debug_of_the_settings_never_prints_the_secret() {
+        let args = AuthArgs {
+            jwt_secret: Some("a-secret-that-must-not-leak".into()),
+            ..AuthArgs::default()
+        };
+        assert!(!format!("{args:?}").contains("a-secret-that-must-not-leak"));
     }
 
     #[test]

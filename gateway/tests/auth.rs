@@ -403,7 +403,7 @@ fn public_key_auth(pem_file: Option<&str>, pem_text: Option<&str>, secret: bool)
     });
     Options {
         auth: jwt_auth_with(AuthArgs {
-            jwt_secret: secret.then(|| common::SECRET.to_string()),
+            jwt_secret: secret.then(|| common::SECRET.into()),
             jwt_public_key: pem_text.map(str::to_string),
             jwt_public_key_file: file,
             ..AuthArgs::default()

@@ -2,14 +2,14 @@
 //! gRPC `GetMetrics` want `Authorization: Bearer <token>`. Health and readiness stay open so that probes need no
 //! secret. This guards operator figures only; it has nothing to do with the gateway's client JWTs.
 
+use canvas_shared::secret::Secret;
 use std::convert::Infallible;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 
 /// The bearer token operators present. `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct OperatorToken(Arc<str>);
+pub struct OperatorToken(Secret);
 
 impl OperatorToken {
     /// An empty token guards nothing; the configuration treats it as unset.
@@ -25,7 +25,7 @@ impl OperatorToken {
         }) else {
             return false;
         };
-        let (a, b) = (self.0.as_bytes(), given.trim().as_bytes());
+        let (a, b) = (self.0.expose().as_bytes(), given.trim().as_bytes());
         if a.len() != b.len() {
             return false;
         }
@@ -35,13 +35,13 @@ impl OperatorToken {
 
 impl From<&str> for OperatorToken {
     fn from(token: &str) -> Self {
-        Self(Arc::from(token))
+        Self(Secret::from(token))
     }
 }
 
 impl From<String> for OperatorToken {
     fn from(token: String) -> Self {
-        Self(Arc::from(token))
+        Self(Secret::from(token))
     }
 }
 

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod limits;
 pub mod object;
 pub mod protocol;
+pub mod secret;
 pub mod shutdown;
 pub mod stored;
 pub mod telemetry;
