@@ -166,12 +166,6 @@ pub struct ReportInputs {
 /// Builds the report from the aggregate.
 pub fn build(agg: &Aggregate, inputs: ReportInputs) -> Report {
     let receipts = agg.receipts();
-    let measured = inputs.durations.measured_secs;
-    let achieved = if measured > 0.0 {
-        round3(agg.acked_measured as f64 / measured)
-    } else {
-        0.0
-    };
     let target = inputs.config.target_edits_per_sec;
     let d = inputs.durations;
     Report {
@@ -183,29 +177,8 @@ pub fn build(agg: &Aggregate, inputs: ReportInputs) -> Report {
             drain_secs: round3(d.drain_secs),
             total_secs: round3(d.total_secs),
         },
-        connections: Connections {
-            planned: agg.planned,
-            connected: agg.connected,
-            connect_failures: agg.connect_failures,
-            connect_failure_reasons: agg.connect_failure_reasons.clone(),
-            disconnects: agg.disconnects,
-            disconnect_reasons: agg.disconnect_reasons.clone(),
-            connections_held: agg.held_at_end,
-            connected_whole_time: agg.whole_time,
-            unfinished_clients: agg.unfinished,
-        },
-        edits: Edits {
-            sent: agg.sent_measured,
-            acked: agg.acked_measured,
-            errored: agg.errored_measured,
-            unanswered: agg
-                .sent_measured
-                .saturating_sub(agg.acked_measured + agg.errored_measured),
-            missed_sends: agg.missed_sends,
-            sent_including_warmup: agg.sent_total,
-            target_edits_per_sec: target,
-            achieved_edits_per_sec: achieved,
-        },
+        connections: connections(agg),
+        edits: edits(agg, target, d.measured_secs),
         ack_latency_ms: summarize(&inputs.ack),
         fanout_latency_ms: summarize(&inputs.fanout),
         seq: SeqReport {
@@ -230,6 +203,41 @@ pub fn build(agg: &Aggregate, inputs: ReportInputs) -> Report {
             own_echoes: agg.own_echoes,
         },
         warnings: inputs.warnings,
+    }
+}
+
+fn connections(agg: &Aggregate) -> Connections {
+    Connections {
+        planned: agg.planned,
+        connected: agg.connected,
+        connect_failures: agg.connect_failures,
+        connect_failure_reasons: agg.connect_failure_reasons.clone(),
+        disconnects: agg.disconnects,
+        disconnect_reasons: agg.disconnect_reasons.clone(),
+        connections_held: agg.held_at_end,
+        connected_whole_time: agg.whole_time,
+        unfinished_clients: agg.unfinished,
+    }
+}
+
+/// Edits of the measured window; the achieved rate counts acks, over the measured seconds.
+fn edits(agg: &Aggregate, target: f64, measured_secs: f64) -> Edits {
+    let achieved = if measured_secs > 0.0 {
+        round3(agg.acked_measured as f64 / measured_secs)
+    } else {
+        0.0
+    };
+    Edits {
+        sent: agg.sent_measured,
+        acked: agg.acked_measured,
+        errored: agg.errored_measured,
+        unanswered: agg
+            .sent_measured
+            .saturating_sub(agg.acked_measured + agg.errored_measured),
+        missed_sends: agg.missed_sends,
+        sent_including_warmup: agg.sent_total,
+        target_edits_per_sec: target,
+        achieved_edits_per_sec: achieved,
     }
 }
 
