@@ -311,3 +311,70 @@ async fn prometheus_figures_count_what_happened() {
         );
     }
 }
+
+/// Two clients on different gateways update the same object against the same version at the same moment:
+/// exactly one is applied, the other is refused with `conflict` and the version it lost to, and a delete made
+/// against the stale version is refused the same way.
+#[tokio::test]
+async fn conditional_edits_race_one_wins() {
+    let redis = RedisServer::start();
+    let (g1, g2) = (
+        spawn_gateway(&redis.url()).await,
+        spawn_gateway(&redis.url()).await,
+    );
+    let p = project("if-version");
+    let (mut alice, _) = WsClient::join(&g1.ws(&p)).await.unwrap();
+    let (mut bob, _) = WsClient::join(&g2.ws(&p)).await.unwrap();
+    alice
+        .request(json!({"type":"create","object":{"id":"o1","type":"rect","x":0}}))
+        .await
+        .unwrap();
+    bob.recv_type("created").await.unwrap();
+
+    for round in 1..=5u64 {
+        let (a, b) = tokio::join!(
+            alice.request(
+                json!({"type":"update","id":"o1","ifVersion":round,"patch":{"x":"alice"}})
+            ),
+            bob.request(json!({"type":"update","id":"o1","ifVersion":round,"patch":{"x":"bob"}})),
+        );
+        let replies = [a.unwrap(), b.unwrap()];
+        let acks: Vec<_> = replies.iter().filter(|r| r["type"] == "ack").collect();
+        let refusals: Vec<_> = replies.iter().filter(|r| r["type"] == "error").collect();
+        assert_eq!(
+            (acks.len(), refusals.len()),
+            (1, 1),
+            "round {round}: {replies:?}"
+        );
+        assert_eq!(acks[0]["version"], round + 1);
+        assert_eq!(refusals[0]["code"], "conflict");
+        assert_eq!(refusals[0]["version"], round + 1, "the current version");
+    }
+
+    let refused = alice
+        .request(json!({"type":"delete","id":"o1","ifVersion":1}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (refused["code"].clone(), refused["version"].clone()),
+        (json!("conflict"), json!(6))
+    );
+    let bad = alice
+        .request(json!({"type":"update","id":"o1","ifVersion":"6","patch":{}}))
+        .await
+        .unwrap();
+    assert_eq!(bad["code"], "bad_request");
+    let ack = alice
+        .request(json!({"type":"delete","id":"o1","ifVersion":6}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ack["type"].clone(), ack["seq"].clone()),
+        (json!("ack"), json!(7))
+    );
+
+    // Only applied edits took a seq: 1 create, 5 updates, 1 delete.
+    let (_, snap) = WsClient::join(&g2.ws(&p)).await.unwrap();
+    assert_eq!(snap["seq"], 7);
+    assert_eq!(snap["objects"], json!([]));
+}

@@ -49,6 +49,8 @@ impl ErrorCode {
 pub struct Rejection {
     pub code: ErrorCode,
     pub message: String,
+    /// The object's current `version`, when a conditional edit was refused because it did not match.
+    pub current_version: Option<u64>,
 }
 
 impl Rejection {
@@ -56,6 +58,13 @@ impl Rejection {
         Self {
             code,
             message: message.into(),
+            current_version: None,
         }
+    }
+
+    /// The same refusal, telling the client the object's current `version`.
+    pub fn with_current_version(mut self, version: u64) -> Self {
+        self.current_version = Some(version);
+        self
     }
 }

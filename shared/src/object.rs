@@ -145,15 +145,32 @@ pub struct Patch(pub Map<String, Value>);
 #[derive(Debug, Clone, PartialEq)]
 pub enum Edit {
     Create(NewObject),
-    Update { id: ObjectId, patch: Patch },
-    Delete { id: ObjectId },
+    /// `if_version`: apply only while the object is at this version.
+    Update {
+        id: ObjectId,
+        patch: Patch,
+        if_version: Option<u64>,
+    },
+    /// `if_version`: delete only while the object is at this version.
+    Delete {
+        id: ObjectId,
+        if_version: Option<u64>,
+    },
 }
 
 impl Edit {
     pub fn object_id(&self) -> &ObjectId {
         match self {
             Edit::Create(o) => &o.id,
-            Edit::Update { id, .. } | Edit::Delete { id } => id,
+            Edit::Update { id, .. } | Edit::Delete { id, .. } => id,
+        }
+    }
+
+    /// The version a conditional update or delete requires the object to be at.
+    pub fn if_version(&self) -> Option<u64> {
+        match self {
+            Edit::Create(_) => None,
+            Edit::Update { if_version, .. } | Edit::Delete { if_version, .. } => *if_version,
         }
     }
 

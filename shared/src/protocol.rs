@@ -99,11 +99,17 @@ fn parse_message(mut map: Map<String, Value>, limits: &Limits) -> Result<ClientM
             let id = parse_object_id(map.get("id"), "id")?;
             let patch = map.remove("patch").ok_or_else(|| bad("`patch` is missing"))?;
             let patch = Patch::from_json(&id, patch, limits)?;
-            Ok(ClientMessage::Edit(Edit::Update { id, patch }))
+            let if_version = parse_if_version(map.get("ifVersion"))?;
+            Ok(ClientMessage::Edit(Edit::Update {
+                id,
+                patch,
+                if_version,
+            }))
         }
         "delete" => {
             let id = parse_object_id(map.get("id"), "id")?;
-            Ok(ClientMessage::Edit(Edit::Delete { id }))
+            let if_version = parse_if_version(map.get("ifVersion"))?;
+            Ok(ClientMessage::Edit(Edit::Delete { id, if_version }))
         }
         "ping" => Ok(ClientMessage::Ping),
         "resync" => Ok(ClientMessage::Resync),
@@ -128,6 +134,17 @@ fn parse_message(mut map: Map<String, Value>, limits: &Limits) -> Result<ClientM
     }
 }
 
+/// Reads the optional `ifVersion` of an update or delete.
+fn parse_if_version(value: Option<&Value>) -> Result<Option<u64>, Rejection> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| bad("`ifVersion` must be a non-negative integer")),
+    }
+}
+
 /// Frames the server sends; encoded with [`ServerMessage::to_text`].
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -149,6 +166,9 @@ pub enum ServerMessage<'a> {
         req_id: Option<&'a str>,
         code: ErrorCode,
         message: &'a str,
+        /// The object's current version, when a conditional edit did not match it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
     },
     Presence {
         #[serde(rename = "clientId")]
@@ -213,6 +233,24 @@ mod tests {
 
     fn parse(text: &str) -> Result<ClientFrame, FrameError> {
         parse_client_frame(text, &Limits::default())
+    }
+
+    #[test]
+    fn if_version_is_read_from_updates_and_deletes() {
+        let f = parse(r#"{"type":"update","id":"o1","ifVersion":3,"patch":{"x":1}}"#).unwrap();
+        assert!(matches!(f.message, ClientMessage::Edit(ref e) if e.if_version() == Some(3)));
+        let f = parse(r#"{"type":"delete","id":"o1","ifVersion":7}"#).unwrap();
+        assert!(matches!(f.message, ClientMessage::Edit(ref e) if e.if_version() == Some(7)));
+        let f = parse(r#"{"type":"delete","id":"o1","ifVersion":null}"#).unwrap();
+        assert!(matches!(f.message, ClientMessage::Edit(ref e) if e.if_version().is_none()));
+        for bad in [r#""3""#, "-1", "1.5", "{}"] {
+            let text = format!(
+                r#"{{"type":"update","reqId":"r","id":"o1","ifVersion":{bad},"patch":{{}}}}"#
+            );
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.rejection.code, ErrorCode::BadRequest, "{bad}");
+            assert_eq!(e.req_id.as_deref(), Some("r"));
+        }
     }
 
     #[test]

@@ -133,12 +133,12 @@ fn check_frame(input: &Value, text: &str, limits: &Limits) -> Result<(), TestCas
                     check_new_object(&o, limits)?;
                     prop_assert_eq!(&input["object"]["id"], &Value::String(o.id.as_str().into()));
                 }
-                ClientMessage::Edit(Edit::Update { id, patch }) => {
+                ClientMessage::Edit(Edit::Update { id, patch, .. }) => {
                     prop_assert_eq!(kind, "update");
                     prop_assert_eq!(&input["id"], &Value::String(id.as_str().into()));
                     check_patch(&id, &patch, limits)?;
                 }
-                ClientMessage::Edit(Edit::Delete { id }) => {
+                ClientMessage::Edit(Edit::Delete { id, .. }) => {
                     prop_assert_eq!(kind, "delete");
                     prop_assert_eq!(&input["id"], &Value::String(id.as_str().into()));
                 }

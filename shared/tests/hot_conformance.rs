@@ -55,6 +55,7 @@ macro_rules! conformance {
 conformance!(
     apply_create_update_delete,
     apply_rejections_change_nothing,
+    conditional_edits_apply_only_at_their_version,
     too_large_object_size,
     too_large_max_objects,
     not_loaded_before_load,
@@ -111,11 +112,37 @@ fn create(body: Value) -> Edit {
 fn update(id: &str, patch: Value) -> Edit {
     let id = oid(id);
     let patch = Patch::from_json(&id, patch, &LIMITS).expect("valid patch");
-    Edit::Update { id, patch }
+    Edit::Update {
+        id,
+        patch,
+        if_version: None,
+    }
+}
+
+/// An update applied only while the object is at `version`.
+fn update_if(id: &str, version: u64, patch: Value) -> Edit {
+    let id = oid(id);
+    let patch = Patch::from_json(&id, patch, &LIMITS).expect("valid patch");
+    Edit::Update {
+        id,
+        patch,
+        if_version: Some(version),
+    }
+}
+
+/// A delete applied only while the object is at `version`.
+fn delete_if(id: &str, version: u64) -> Edit {
+    Edit::Delete {
+        id: oid(id),
+        if_version: Some(version),
+    }
 }
 
 fn delete(id: &str) -> Edit {
-    Edit::Delete { id: oid(id) }
+    Edit::Delete {
+        id: oid(id),
+        if_version: None,
+    }
 }
 
 fn rect(id: &str) -> Value {
@@ -365,6 +392,56 @@ async fn apply_rejections_change_nothing(hot: &dyn HotStore) {
     )
     .await;
     assert_eq!((a.version, a.seq), (Some(2), 2));
+}
+
+async fn conditional_edits_apply_only_at_their_version(hot: &dyn HotStore) {
+    let p = pid("p-if-version");
+    open(hot, &p).await;
+    ok(hot, &p, create(rect("o1")), 1_000).await;
+    let (bus, mut rx) = open_bus(hot).await;
+    subscribe(bus.as_ref(), &p).await;
+
+    let a = ok(hot, &p, update_if("o1", 1, json!({"x": 5})), 1_001).await;
+    assert_eq!((a.version, a.seq), (Some(2), 2));
+
+    // The same condition again is stale now: refused with the current version, nothing changed.
+    let before = hot.snapshot(&p).await.unwrap();
+    for stale in [update_if("o1", 1, json!({"x": 9})), delete_if("o1", 1)] {
+        let what = format!("{stale:?}");
+        match apply_at(hot, &p, stale, 1_002).await {
+            Err(HotError::Rejected(r)) => {
+                assert_eq!(r.code, ErrorCode::Conflict, "{what}");
+                assert_eq!(r.current_version, Some(2), "{what}");
+                assert!(!r.message.is_empty(), "{what}");
+            }
+            other => panic!("{what}: expected a conflict, got {other:?}"),
+        }
+    }
+    let after = hot.snapshot(&p).await.unwrap();
+    assert_eq!(
+        after.seq, before.seq,
+        "a refused condition does not take a seq"
+    );
+    assert_eq!(by_id(&after.objects), by_id(&before.objects));
+
+    // A condition on a missing object is not_found, as without one.
+    assert_eq!(
+        rejection(apply_at(hot, &p, update_if("nope", 1, json!({"x": 1})), 1_003).await),
+        ErrorCode::NotFound
+    );
+    // An ordinary create conflict has no version to report.
+    match apply_at(hot, &p, create(rect("o1")), 1_003).await {
+        Err(HotError::Rejected(r)) => assert_eq!(r.current_version, None),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+
+    let d = ok(hot, &p, delete_if("o1", 2), 1_004).await;
+    assert_eq!((d.version, d.seq), (None, 3));
+    assert!(objects(hot, &p).await.is_empty());
+
+    // Only the two applied edits were published.
+    assert_eq!(next_message(&mut rx).await.seq, 2);
+    assert_eq!(next_message(&mut rx).await.seq, 3);
 }
 
 async fn too_large_object_size(hot: &dyn HotStore) {

@@ -120,6 +120,7 @@ impl Stores {
                 let edit = Edit::Update {
                     id: id.clone(),
                     patch: valid,
+                    if_version: None,
                 };
                 self.apply_both(&project, &edit, &expected).await?;
             }

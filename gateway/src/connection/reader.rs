@@ -3,7 +3,7 @@
 
 use axum::extract::ws::{Message, WebSocket};
 use canvas_shared::protocol::{parse_client_frame, ClientMessage, ServerMessage};
-use canvas_shared::ErrorCode;
+use canvas_shared::{ErrorCode, Rejection};
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -187,7 +187,7 @@ async fn handle_text(
                         frame: ack.to_text(),
                     })
                 }
-                Err(r) => Some(error_reply(req_id, r.code, &r.message)),
+                Err(r) => Some(rejection_reply(req_id, &r)),
             }
         }
     }
@@ -200,11 +200,26 @@ fn error_reply(req_id: Option<&str>, code: ErrorCode, message: &str) -> Outbound
     }
 }
 
+/// The error reply to a refused edit, with the object's current version when a condition did not match.
+fn rejection_reply(req_id: Option<&str>, rejection: &Rejection) -> Outbound {
+    Outbound::Error {
+        code: rejection.code,
+        frame: ServerMessage::Error {
+            req_id,
+            code: rejection.code,
+            message: &rejection.message,
+            version: rejection.current_version,
+        }
+        .to_text(),
+    }
+}
+
 pub(super) fn error_frame(req_id: Option<&str>, code: ErrorCode, message: &str) -> String {
     ServerMessage::Error {
         req_id,
         code,
         message,
+        version: None,
     }
     .to_text()
 }

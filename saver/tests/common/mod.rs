@@ -174,15 +174,30 @@ pub async fn create(hot: &dyn HotStore, project: &str, object: Value) -> Applied
 pub async fn update(hot: &dyn HotStore, project: &str, id: &str, patch: Value) -> Applied {
     let id = oid(id);
     let patch = Patch::from_json(&id, patch, &LIMITS).expect("valid patch");
-    hot.apply(&pid(project), &Edit::Update { id, patch }, ctx())
-        .await
-        .expect("update applied")
+    hot.apply(
+        &pid(project),
+        &Edit::Update {
+            id,
+            patch,
+            if_version: None,
+        },
+        ctx(),
+    )
+    .await
+    .expect("update applied")
 }
 
 pub async fn delete(hot: &dyn HotStore, project: &str, id: &str) -> Applied {
-    hot.apply(&pid(project), &Edit::Delete { id: oid(id) }, ctx())
-        .await
-        .expect("delete applied")
+    hot.apply(
+        &pid(project),
+        &Edit::Delete {
+            id: oid(id),
+            if_version: None,
+        },
+        ctx(),
+    )
+    .await
+    .expect("delete applied")
 }
 
 pub fn rect(id: &str, x: i64) -> Value {

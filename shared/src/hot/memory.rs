@@ -9,10 +9,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::{
-    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditStore,
-    HotError, Reachable, SaveQueue, Snapshot,
+    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
+    EditStore, HotError, Reachable, SaveQueue, Snapshot,
 };
-use crate::error::{ErrorCode, Rejection};
 use crate::ids::{ObjectId, ProjectId};
 use crate::object::{merge_patch, Edit, VERSION_FIELD};
 use crate::stored::StoredObject;
@@ -72,10 +71,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn reject(code: ErrorCode, message: String) -> HotError {
-    HotError::Rejected(Rejection::new(code, message))
-}
-
 fn to_json(map: &Map<String, Value>) -> String {
     serde_json::to_string(map).unwrap_or_default()
 }
@@ -100,57 +95,46 @@ impl MemoryHotState {
         project: &mut Project,
         edit: &Edit,
         ctx: &EditContext<'_>,
-    ) -> Result<(Option<u64>, Value), HotError> {
+    ) -> Result<(Option<u64>, Value), EditRefusal> {
         let limits = ctx.limits;
-        let too_large = |id: &ObjectId| {
-            reject(
-                ErrorCode::TooLarge,
-                format!(
-                    "object {id} would exceed {} bytes as JSON",
-                    limits.max_object_bytes
-                ),
-            )
+        let version_of = |object: &Map<String, Value>| {
+            object
+                .get(VERSION_FIELD)
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        let check_condition = |object: &Map<String, Value>| match edit.if_version() {
+            Some(required) if required != version_of(object) => Err(EditRefusal::VersionMismatch {
+                current: version_of(object),
+            }),
+            _ => Ok(()),
         };
         match edit {
             Edit::Create(object) => {
                 if project.objects.contains_key(&object.id) {
-                    return Err(reject(
-                        ErrorCode::Conflict,
-                        format!("object {} already exists", object.id),
-                    ));
+                    return Err(EditRefusal::Exists);
                 }
                 if project.objects.len() >= limits.max_objects_per_project {
-                    return Err(reject(
-                        ErrorCode::TooLarge,
-                        format!(
-                            "the project already holds {} objects, the most allowed",
-                            limits.max_objects_per_project
-                        ),
-                    ));
+                    return Err(EditRefusal::TooManyObjects);
                 }
                 let mut body = object.body.clone();
                 body.insert(VERSION_FIELD.into(), json!(1));
                 if to_json(&body).len() > limits.max_object_bytes {
-                    return Err(too_large(&object.id));
+                    return Err(EditRefusal::ObjectTooLarge);
                 }
                 let frame = json!({"type": "created", "object": Value::Object(body.clone())});
                 project.objects.insert(object.id.clone(), body);
                 Ok((Some(1), frame))
             }
-            Edit::Update { id, patch } => {
-                let current = project.objects.get(id).ok_or_else(|| {
-                    reject(ErrorCode::NotFound, format!("object {id} does not exist"))
-                })?;
+            Edit::Update { id, patch, .. } => {
+                let current = project.objects.get(id).ok_or(EditRefusal::NotFound)?;
+                check_condition(current)?;
                 if let Some(t) = patch.0.get("type") {
                     if current.get("type") != Some(t) {
-                        return Err(reject(ErrorCode::BadRequest, "`type` cannot change".into()));
+                        return Err(EditRefusal::TypeChange);
                     }
                 }
-                let version = current
-                    .get(VERSION_FIELD)
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-                    + 1;
+                let version = version_of(current) + 1;
                 let mut merged = Value::Object(current.clone());
                 merge_patch(&mut merged, &Value::Object(patch.0.clone()));
                 let Value::Object(mut body) = merged else {
@@ -158,19 +142,16 @@ impl MemoryHotState {
                 };
                 body.insert(VERSION_FIELD.into(), json!(version));
                 if to_json(&body).len() > limits.max_object_bytes {
-                    return Err(too_large(id));
+                    return Err(EditRefusal::ObjectTooLarge);
                 }
                 project.objects.insert(id.clone(), body);
                 let frame = json!({"type": "updated", "id": id.as_str(), "patch": Value::Object(patch.0.clone()), "version": version});
                 Ok((Some(version), frame))
             }
-            Edit::Delete { id } => {
-                if project.objects.remove(id).is_none() {
-                    return Err(reject(
-                        ErrorCode::NotFound,
-                        format!("object {id} does not exist"),
-                    ));
-                }
+            Edit::Delete { id, .. } => {
+                let current = project.objects.get(id).ok_or(EditRefusal::NotFound)?;
+                check_condition(current)?;
+                project.objects.remove(id);
                 Ok((None, json!({"type": "deleted", "id": id.as_str()})))
             }
         }
@@ -190,7 +171,9 @@ impl EditStore for MemoryHotState {
             .projects
             .get_mut(project_id)
             .ok_or(HotError::NotLoaded)?;
-        let (version, mut frame) = Self::apply_locked(project, edit, &ctx)?;
+        let (version, mut frame) = Self::apply_locked(project, edit, &ctx).map_err(|refusal| {
+            HotError::Rejected(refusal.to_rejection(edit.object_id(), ctx.limits))
+        })?;
         project.seq += 1;
         let seq = project.seq;
         let id = edit.object_id().clone();

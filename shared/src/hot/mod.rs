@@ -9,7 +9,10 @@ mod edit_store;
 pub mod keys;
 pub mod memory;
 pub mod redis;
+mod refusal;
 mod save_queue;
+
+pub use refusal::EditRefusal;
 
 use async_trait::async_trait;
 

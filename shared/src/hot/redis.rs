@@ -14,11 +14,12 @@ use tracing::Instrument;
 
 use super::keys::{ProjectKeys, DIRTY_INDEX, LEASE_INDEX};
 use super::{
-    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditStore,
-    HotError, Reachable, SaveQueue, Snapshot,
+    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
+    EditStore, HotError, Reachable, SaveQueue, Snapshot,
 };
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::{ObjectId, ProjectId};
+use crate::limits::Limits;
 use crate::object::Edit;
 use crate::protocol::json_string;
 use crate::stored::StoredObject;
@@ -74,31 +75,14 @@ impl RedisHotState {
     }
 }
 
-fn rejection(
-    status: &str,
-    edit: &Edit,
-    limits_object_bytes: usize,
-    max_objects: usize,
-) -> HotError {
-    let id = edit.object_id();
-    let (code, message) = match status {
-        "conflict" => (ErrorCode::Conflict, format!("object {id} already exists")),
-        "not_found" => (ErrorCode::NotFound, format!("object {id} does not exist")),
-        "too_large" => (
-            ErrorCode::TooLarge,
-            format!("object {id} would exceed {limits_object_bytes} bytes as JSON"),
-        ),
-        "too_many" => (
-            ErrorCode::TooLarge,
-            format!("the project already holds {max_objects} objects, the most allowed"),
-        ),
-        "bad_type" => (ErrorCode::BadRequest, "`type` cannot change".to_string()),
-        other => (
+fn refusal(status: &str, current_version: u64, edit: &Edit, limits: &Limits) -> HotError {
+    match EditRefusal::from_script_status(status, current_version) {
+        Some(refusal) => HotError::Rejected(refusal.to_rejection(edit.object_id(), limits)),
+        None => HotError::Rejected(Rejection::new(
             ErrorCode::Internal,
-            format!("unexpected script status {other:?}"),
-        ),
-    };
-    HotError::Rejected(Rejection::new(code, message))
+            format!("unexpected script status {status:?}"),
+        )),
+    }
 }
 
 #[async_trait]
@@ -143,6 +127,7 @@ impl EditStore for RedisHotState {
             .arg(&keys.channel)
             .arg(project.as_str())
             .arg(trace)
+            .arg(edit.if_version().map(|v| v.to_string()).unwrap_or_default())
             .invoke_async(&mut self.conn.clone())
             .instrument(span)
             .await
@@ -154,12 +139,7 @@ impl EditStore for RedisHotState {
                 seq,
             }),
             "not_loaded" => Err(HotError::NotLoaded),
-            other => Err(rejection(
-                other,
-                edit,
-                ctx.limits.max_object_bytes,
-                ctx.limits.max_objects_per_project,
-            )),
+            other => Err(refusal(other, version, edit, ctx.limits)),
         }
     }
 

@@ -2,25 +2,31 @@
 -- KEYS: 1 objects, 2 mtimes, 3 meta, 4 changed, 5 dirty index
 -- ARGV: 1 op (c|u|d), 2 object id, 3 object id as JSON, 4 body (create: object JSON without version;
 --       update: patch JSON), 5 now ms, 6 `by` as JSON, 7 origin connection id, 8 max object bytes,
---       9 max objects, 10 channel, 11 project id, 12 traceparent (may be empty)
--- Returns {status, version, seq}; status is ok | not_loaded | conflict | not_found | too_large | too_many | bad_type
+--       9 max objects, 10 channel, 11 project id, 12 traceparent (may be empty),
+--       13 the version an update or delete requires (empty: unconditional)
+-- Returns {status, version, seq}; status is ok | not_loaded | exists | not_found | too_large | too_many | bad_type |
+-- version_mismatch (then version is the object's current one)
 if redis.call('EXISTS', KEYS[3]) == 0 then return { 'not_loaded', 0, 0 } end
 local op, id = ARGV[1], ARGV[2]
 local current = redis.call('HGET', KEYS[1], id)
 local version, body, frame_head = 0, nil, nil
 
 if op == 'c' then
-  if current then return { 'conflict', 0, 0 } end
+  if current then return { 'exists', 0, 0 } end
   if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[9]) then return { 'too_many', 0, 0 } end
   version = 1
   body = string.sub(ARGV[4], 1, -2) .. ',"version":1}'
 elseif op == 'u' then
   if not current then return { 'not_found', 0, 0 } end
   local obj = parse_object(current)
+  local current_version = tonumber(obj.vals['"version"']) or 0
+  if ARGV[13] ~= '' and tonumber(ARGV[13]) ~= current_version then
+    return { 'version_mismatch', current_version, 0 }
+  end
   local patch = parse_object(ARGV[4])
   local new_type = patch.vals['"type"']
   if new_type ~= nil and new_type ~= obj.vals['"type"'] then return { 'bad_type', 0, 0 } end
-  version = (tonumber(obj.vals['"version"']) or 0) + 1
+  version = current_version + 1
   -- One parse of the object and of the patch, one serialization.
   merge_into(obj, patch)
   if obj.vals['"version"'] == nil then obj.keys[#obj.keys + 1] = '"version"' end
@@ -28,6 +34,10 @@ elseif op == 'u' then
   body = serialize(obj)
 else
   if not current then return { 'not_found', 0, 0 } end
+  if ARGV[13] ~= '' then
+    local current_version = tonumber(parse_object(current).vals['"version"']) or 0
+    if tonumber(ARGV[13]) ~= current_version then return { 'version_mismatch', current_version, 0 } end
+  end
 end
 
 if body and #body > tonumber(ARGV[8]) then return { 'too_large', 0, 0 } end
