@@ -81,6 +81,7 @@ conformance!(
     expired_lease_taken_over,
     expired_leases_taken_over_in_expiry_order,
     renew_extends_lease,
+    claim_carries_seq_and_completion_raises_saved_seq,
     ping,
 );
 
@@ -1373,6 +1374,30 @@ async fn renew_extends_lease(hot: &dyn HotStore) {
     let taken = claim(hot, "saver-b", 10, 22_000).await;
     assert_eq!(projects_of(&taken), ["p-renew"]);
     assert!(!hot.renew_claim(&c, LEASE, 22_001).await.unwrap());
+}
+
+async fn claim_carries_seq_and_completion_raises_saved_seq(hot: &dyn HotStore) {
+    let p = pid("p-saved");
+    assert!(hot.load(&p, &[], 7).await.unwrap());
+    assert_eq!(hot.snapshot(&p).await.unwrap().saved_seq, 7, "what a cold load installs is saved");
+    ok(hot, &p, create(rect("o1")), 1_000).await;
+    ok(hot, &p, create(rect("o2")), 1_100).await;
+    let first = claim(hot, "s1", 10, 2_000).await.remove(0);
+    assert_eq!(first.seq, 9, "the claim covers every edit up to the seq at claim time");
+    ok(hot, &p, update("o1", json!({"x": 3})), 2_100).await;
+    assert_eq!(hot.snapshot(&p).await.unwrap().saved_seq, 7, "nothing saved before completion");
+    assert!(hot.complete_claim(&first).await.unwrap());
+    let snapshot = hot.snapshot(&p).await.unwrap();
+    assert_eq!((snapshot.seq, snapshot.saved_seq), (10, 9));
+
+    // A completion carrying an older seq never lowers savedSeq; a finished claim completes nothing.
+    let second = claim(hot, "s1", 10, 3_000).await.remove(0);
+    assert_eq!(second.seq, 10);
+    let stale = Claim { seq: 8, ..second.clone() };
+    assert!(hot.complete_claim(&stale).await.unwrap());
+    assert_eq!(hot.snapshot(&p).await.unwrap().saved_seq, 9);
+    assert!(!hot.complete_claim(&second).await.unwrap());
+    assert_eq!(hot.snapshot(&p).await.unwrap().saved_seq, 9);
 }
 
 async fn ping(hot: &dyn HotStore) {

@@ -37,6 +37,8 @@ pub struct Applied {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub seq: u64,
+    /// Every edit up to this seq is in the durable store (a cold load starts it at its `seq`: what it loaded is).
+    pub saved_seq: u64,
     pub objects: Vec<String>,
 }
 

@@ -15,7 +15,7 @@ pub struct ProjectKeys {
     pub objects: String,
     /// Hash: object id → epoch ms of its last edit.
     pub mtimes: String,
-    /// Hash: `seq`, `loadedAt`. Its existence means the project is loaded.
+    /// Hash: `seq`, `savedSeq`, `loadedAt`. Its existence means the project is loaded.
     pub meta: String,
     /// Set: ids changed since the last claim.
     pub changed: String,

@@ -19,6 +19,8 @@ use crate::stored::StoredObject;
 #[derive(Default)]
 struct Project {
     seq: u64,
+    /// Every edit up to this seq is in the durable store.
+    saved_seq: u64,
     objects: BTreeMap<ObjectId, Map<String, Value>>,
     mtimes: HashMap<ObjectId, i64>,
     changed: HashSet<ObjectId>,
@@ -205,6 +207,7 @@ impl EditStore for MemoryHotState {
         let project = state.projects.get(project).ok_or(HotError::NotLoaded)?;
         Ok(Snapshot {
             seq: project.seq,
+            saved_seq: project.saved_seq,
             objects: project.objects.values().map(to_json).collect(),
         })
     }
@@ -221,6 +224,7 @@ impl EditStore for MemoryHotState {
         }
         let mut loaded = Project {
             seq: seq_floor,
+            saved_seq: seq_floor,
             ..Project::default()
         };
         for object in objects {
@@ -317,6 +321,7 @@ impl SaveQueue for MemoryHotState {
             project.saving.extend(changed);
             let token = format!("{prefix}:{}", claims.len() + 1);
             project.lease = Some((token.clone(), since));
+            let seq = project.seq;
             state
                 .leases
                 .insert(project_id.clone(), now_ms + lease_ms as i64);
@@ -324,6 +329,7 @@ impl SaveQueue for MemoryHotState {
                 project: project_id,
                 token,
                 dirty_since: since,
+                seq,
             });
         }
         Ok(claims)
@@ -382,6 +388,7 @@ impl SaveQueue for MemoryHotState {
         }
         project.saving.clear();
         project.lease = None;
+        project.saved_seq = project.saved_seq.max(claim.seq);
         state.leases.remove(&claim.project);
         Ok(true)
     }

@@ -152,12 +152,17 @@ impl EditStore for RedisHotState {
             .await
             .map_err(unavailable)?;
         let mut reply = reply.ok_or(HotError::NotLoaded)?.into_iter();
-        let seq = reply
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| unavailable("snapshot reply had no seq"))?;
+        let mut number = |name: &str| {
+            reply
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| unavailable(format!("snapshot reply had no {name}")))
+        };
+        let seq = number("seq")?;
+        let saved_seq = number("savedSeq")?;
         Ok(Snapshot {
             seq,
+            saved_seq,
             objects: reply.collect(),
         })
     }
@@ -242,7 +247,7 @@ impl SaveQueue for RedisHotState {
         now_ms: i64,
     ) -> Result<Vec<Claim>, HotError> {
         let token_prefix = format!("{owner}:{}", uuid::Uuid::new_v4().simple());
-        let rows: Vec<(String, String, i64)> = CLAIM
+        let rows: Vec<(String, String, i64, u64)> = CLAIM
             .key(DIRTY_INDEX)
             .key(LEASE_INDEX)
             .arg(now_ms)
@@ -254,11 +259,12 @@ impl SaveQueue for RedisHotState {
             .map_err(unavailable)?;
         Ok(rows
             .into_iter()
-            .filter_map(|(project, token, dirty_since)| {
+            .filter_map(|(project, token, dirty_since, seq)| {
                 ProjectId::parse(project).ok().map(|project| Claim {
                     project,
                     token,
                     dirty_since,
+                    seq,
                 })
             })
             .collect())
@@ -315,8 +321,10 @@ impl SaveQueue for RedisHotState {
             .key(&keys.saving)
             .key(&keys.lease)
             .key(LEASE_INDEX)
+            .key(&keys.meta)
             .arg(&claim.token)
             .arg(claim.project.as_str())
+            .arg(claim.seq)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;

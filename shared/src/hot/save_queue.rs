@@ -15,6 +15,8 @@ pub struct Claim {
     pub token: String,
     /// Epoch ms of the oldest change this claim covers (restored into the dirty index if the save fails).
     pub dirty_since: i64,
+    /// The project's `seq` when it was claimed: once the claim completes, every edit up to it is saved.
+    pub seq: u64,
 }
 
 /// The current state of every object changed since the claim's changes began.
@@ -70,7 +72,8 @@ pub trait SaveQueue: Reachable {
         now_ms: i64,
     ) -> Result<bool, HotError>;
 
-    /// The save succeeded: drops the claim's changed-set and lease. False when the claim was taken over.
+    /// The save succeeded: drops the claim's changed-set and lease, and raises the project's `savedSeq` to the
+    /// claim's `seq` (never lowers it). False when the claim was taken over.
     async fn complete_claim(&self, claim: &Claim) -> Result<bool, HotError>;
 
     /// The save failed: merges the changed-set back and re-marks the project dirty at its original time.

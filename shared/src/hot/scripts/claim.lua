@@ -2,7 +2,8 @@
 -- ARGV: 1 now ms, 2 lease ms, 3 token prefix, 4 max claims.
 -- First takes over expired leases (a crashed saver's claims), then the oldest dirty projects not under a live
 -- lease. Each claim moves the project's changed-set into its saving-set (merging with a crashed claim's), so
--- new edits start a new changed-set and re-mark the project dirty.
+-- new edits start a new changed-set and re-mark the project dirty. Each claim carries the project's seq at claim
+-- time: every edit up to it is in the claim.
 local now, lease, prefix, max = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local claimed = {}
 
@@ -21,11 +22,12 @@ local function take(project, dirty_score)
       redis.call('RENAME', changed, saving)
     end
   end
+  local seq = redis.call('HGET', base .. 'meta', 'seq') or '0'
   local token = prefix .. ':' .. (#claimed + 1)
   redis.call('ZREM', KEYS[1], project)
   redis.call('ZADD', KEYS[2], now + lease, project)
   redis.call('HSET', lease_key, 'token', token, 'since', string.format('%d', since))
-  claimed[#claimed + 1] = { project, token, string.format('%d', since) }
+  claimed[#claimed + 1] = { project, token, string.format('%d', since), seq }
 end
 
 for _, project in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, max)) do

@@ -6,5 +6,5 @@ for i = 3, #ARGV, 3 do
   redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2])
 end
-redis.call('HSET', KEYS[3], 'seq', ARGV[1], 'loadedAt', ARGV[2])
+redis.call('HSET', KEYS[3], 'seq', ARGV[1], 'savedSeq', ARGV[1], 'loadedAt', ARGV[2])
 return 1
