@@ -88,7 +88,7 @@ impl Loader {
     }
 
     async fn install(&self, project: &ProjectId) -> Result<(), Rejection> {
-        let objects = self.durable.load_project(project).await.map_err(|e| {
+        let loaded = self.durable.load_project(project).await.map_err(|e| {
             tracing::warn!(%project, error = %e, "cold load failed");
             Rejection::new(
                 ErrorCode::Unavailable,
@@ -98,13 +98,13 @@ impl Loader {
         let floor = self.hub.last_seq(project);
         let installed = self
             .hot
-            .load(project, &objects, floor)
+            .load(project, &loaded.objects, floor, loaded.stamp_floor)
             .await
             .map_err(|e| e.to_rejection())?;
         if installed {
             self.metrics.cold_loads.inc();
         }
-        tracing::info!(%project, objects = objects.len(), installed, seq_floor = floor, "cold load");
+        tracing::info!(%project, objects = loaded.objects.len(), installed, seq_floor = floor, "cold load");
         Ok(())
     }
 

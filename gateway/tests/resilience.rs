@@ -263,7 +263,7 @@ async fn seed(store: &impl DurableStore, project: &str, n: usize) {
         })
         .collect();
     for chunk in writes.chunks(25) {
-        assert!(store.write_batch(chunk).await.unwrap().is_empty());
+        assert!(store.write_batch(chunk).await.unwrap().all_written());
     }
 }
 

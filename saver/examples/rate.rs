@@ -112,7 +112,7 @@ async fn main() {
     let started = Instant::now();
     for p in 0..projects {
         let project = ProjectId::parse(format!("proj{p:03}")).expect("id");
-        hot.load(&project, &[], 0).await.expect("load");
+        hot.load(&project, &[], 0, 0).await.expect("load");
         let edits = (0..objects).map(|i| {
             let hot = hot.clone();
             let project = project.clone();

@@ -1,7 +1,8 @@
-//! The batch writer: turns one pass's item writes (across projects) into BatchWriteItem requests of at most 25
-//! distinct keys, runs several at once, retries throttling, transient errors and UnprocessedItems with capped
-//! exponential backoff and full jitter, and reports per project, so that one project's failure never fails
-//! another's.
+//! The batch writer: turns one pass's item writes (across projects) into groups of at most 25 distinct keys (one
+//! request each: the store sends a group's conditional writes at once), runs several at once, retries throttling,
+//! transient errors and unprocessed writes with capped exponential backoff and full jitter, and reports per
+//! project, so that one project's failure never fails another's. A write the store already holds a newer stamp of
+//! is done (superseded: a later save wrote the key first).
 //!
 //! Before every request (first try and retries alike) it renews the lease of every project in it: a project whose
 //! lease was taken over is dropped from the request and never written again in this pass, because the new owner
@@ -63,6 +64,9 @@ pub(crate) struct WriteReport {
     /// Of `items_written`: Puts and Deletes.
     pub(crate) puts: u64,
     pub(crate) deletes: u64,
+    /// Writes not needed because the store already held an equal or newer stamp of their key (not in
+    /// `items_written`).
+    pub(crate) superseded: u64,
     pub(crate) requests: u64,
     pub(crate) retries: u64,
 }
@@ -118,6 +122,7 @@ struct Shared<'a> {
     items_written: AtomicU64,
     puts: AtomicU64,
     deletes: AtomicU64,
+    superseded: AtomicU64,
     requests: AtomicU64,
     retries: AtomicU64,
 }
@@ -178,6 +183,19 @@ impl Shared<'_> {
         self.puts.fetch_add(puts, Ordering::Relaxed);
         self.deletes
             .fetch_add(writes.len() as u64 - puts, Ordering::Relaxed);
+    }
+
+    /// Writes the store already held newer: done for their projects, but nothing was written.
+    fn superseded(&self, writes: &[ItemWrite]) {
+        let mut book = self.book();
+        for write in writes {
+            if let Some(entry) = book.get_mut(&write.project) {
+                entry.written += 1;
+            }
+        }
+        drop(book);
+        self.superseded
+            .fetch_add(writes.len() as u64, Ordering::Relaxed);
     }
 
     /// Counts one retry of a request carrying these writes, for the pass and for each of its projects.
@@ -250,6 +268,7 @@ pub(crate) async fn write_all(
         items_written: AtomicU64::new(0),
         puts: AtomicU64::new(0),
         deletes: AtomicU64::new(0),
+        superseded: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         retries: AtomicU64::new(0),
     };
@@ -263,6 +282,7 @@ pub(crate) async fn write_all(
         items_written: shared.items_written.into_inner(),
         puts: shared.puts.into_inner(),
         deletes: shared.deletes.into_inner(),
+        superseded: shared.superseded.into_inner(),
         requests: shared.requests.into_inner(),
         retries: shared.retries.into_inner(),
     }
@@ -325,15 +345,27 @@ async fn send_one(
             // since the store's client already retries transient failures inside each attempt.
             let mut attempts_allowed = shared.settings.max_attempts;
             let reason = match result {
-                Ok(Ok(unprocessed)) => {
-                    let left: HashSet<(&ProjectId, &ObjectId)> = unprocessed
-                        .iter()
-                        .map(|w| (&w.project, w.object_id()))
-                        .collect();
+                Ok(Ok(outcome)) => {
+                    let keys = |writes: &[ItemWrite]| -> HashSet<(ProjectId, ObjectId)> {
+                        writes.iter().map(|w| (w.project.clone(), w.object_id().clone())).collect()
+                    };
+                    let left = keys(&outcome.unprocessed);
+                    let newer = keys(&outcome.superseded);
+                    for (write, error) in &outcome.refused {
+                        tracing::error!(project = %write.project, object = %write.object_id(), error = %error, "item refused");
+                        shared.fail(&write.project, &SaveError::Rejected(error.clone()));
+                    }
+                    let refused: Vec<ItemWrite> = outcome.refused.into_iter().map(|(w, _)| w).collect();
+                    let refused = keys(&refused);
                     let (retry, done): (Vec<ItemWrite>, Vec<ItemWrite>) = pending
                         .drain(..)
-                        .partition(|w| left.contains(&(&w.project, w.object_id())));
+                        .filter(|w| !refused.contains(&(w.project.clone(), w.object_id().clone())))
+                        .partition(|w| left.contains(&(w.project.clone(), w.object_id().clone())));
+                    let (superseded, done): (Vec<ItemWrite>, Vec<ItemWrite>) = done
+                        .into_iter()
+                        .partition(|w| newer.contains(&(w.project.clone(), w.object_id().clone())));
                     shared.written(&done);
+                    shared.superseded(&superseded);
                     pending = retry;
                     if pending.is_empty() {
                         tracing::Span::current().record("outcome", "written");
@@ -393,11 +425,16 @@ async fn send_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use canvas_shared::durable::{LoadedProject, WriteOutcome};
+    use canvas_shared::stored::Tombstone;
 
     fn write(project: &str, id: &str) -> ItemWrite {
         ItemWrite {
             project: ProjectId::parse(project).unwrap(),
-            op: WriteOp::Delete(ObjectId::parse(id).unwrap()),
+            op: WriteOp::Delete(Tombstone {
+                id: ObjectId::parse(id).unwrap(),
+                stamp: 1,
+            }),
         }
     }
 
@@ -428,18 +465,15 @@ mod tests {
 
     #[async_trait::async_trait]
     impl DurableStore for Picky {
-        async fn write_batch(&self, writes: &[ItemWrite]) -> Result<Vec<ItemWrite>, DurableError> {
+        async fn write_batch(&self, writes: &[ItemWrite]) -> Result<WriteOutcome, DurableError> {
             if writes.iter().any(|w| w.object_id().as_str() == "bad") {
                 return Err(DurableError::Rejected("item too large".into()));
             }
             self.written.lock().unwrap().extend_from_slice(writes);
-            Ok(Vec::new())
+            Ok(WriteOutcome::default())
         }
-        async fn load_project(
-            &self,
-            _: &ProjectId,
-        ) -> Result<Vec<canvas_shared::stored::StoredObject>, DurableError> {
-            Ok(Vec::new())
+        async fn load_project(&self, _: &ProjectId) -> Result<LoadedProject, DurableError> {
+            Ok(LoadedProject::default())
         }
         async fn ensure_table(&self, _: bool) -> Result<(), DurableError> {
             Ok(())
@@ -460,7 +494,7 @@ mod tests {
         let limits = Limits::default();
         for (project, ids) in [("good", vec!["a", "b"]), ("evil", vec!["c", "bad"])] {
             let project = ProjectId::parse(project).unwrap();
-            hot.load(&project, &[], 0).await.unwrap();
+            hot.load(&project, &[], 0, 0).await.unwrap();
             for id in ids {
                 let object =
                     NewObject::from_json(serde_json::json!({"id": id, "type": "t"}), &limits)

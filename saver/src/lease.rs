@@ -212,7 +212,7 @@ mod tests {
 
     async fn dirty_project(hot: &MemoryHotState, name: &str) -> ProjectId {
         let project = ProjectId::parse(name).unwrap();
-        hot.load(&project, &[], 0).await.unwrap();
+        hot.load(&project, &[], 0, 0).await.unwrap();
         let limits = Limits::default();
         let object =
             NewObject::from_json(serde_json::json!({"id": "o1", "type": "rect"}), &limits).unwrap();

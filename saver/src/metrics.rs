@@ -39,6 +39,9 @@ pub struct RecentError {
     pub at: i64,
     /// `null` for errors not tied to one project (the claim itself failed, the store is not ready).
     pub project_id: Option<String>,
+    /// Present for an object the durable store refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_id: Option<String>,
     pub message: String,
 }
 
@@ -62,6 +65,10 @@ pub struct AutoSave {
     pub successful_saves: u64,
     pub lost_leases: u64,
     pub retries: u64,
+    /// Writes not needed: DynamoDB already held a newer (or the same) stamp of the item.
+    pub superseded_writes: u64,
+    /// Objects DynamoDB refused; each is held back in Redis until it changes again.
+    pub rejected_objects: u64,
     pub passes: u64,
     pub owner: String,
     pub lease_ms: u64,
@@ -118,6 +125,8 @@ struct Figures {
     failed: u64,
     lost: u64,
     retries: u64,
+    superseded: u64,
+    rejected: u64,
     recent_saves: VecDeque<RecentSave>,
     recent_errors: VecDeque<RecentError>,
 }
@@ -170,6 +179,8 @@ impl Metrics {
                 failed: 0,
                 lost: 0,
                 retries: 0,
+                superseded: 0,
+                rejected: 0,
                 recent_saves: VecDeque::new(),
                 recent_errors: VecDeque::new(),
             }),
@@ -211,6 +222,7 @@ impl Metrics {
             RecentError {
                 at,
                 project_id,
+                object_id: None,
                 message: clip(&message),
             },
         );
@@ -228,7 +240,21 @@ impl Metrics {
                 RecentError {
                     at: outcome.at,
                     project_id: project_id.clone(),
+                    object_id: None,
                     message: clip(message),
+                },
+            );
+        }
+        f.superseded += outcome.superseded;
+        f.rejected += outcome.refused.len() as u64;
+        for refused in &outcome.refused {
+            push_capped(
+                &mut f.recent_errors,
+                RecentError {
+                    at: outcome.at,
+                    project_id: Some(refused.project_id.clone()),
+                    object_id: Some(refused.object_id.clone()),
+                    message: clip(&refused.message),
                 },
             );
         }
@@ -283,6 +309,8 @@ impl Metrics {
             successful_saves: f.succeeded,
             lost_leases: f.lost,
             retries: f.retries,
+            superseded_writes: f.superseded,
+            rejected_objects: f.rejected,
             passes: f.passes,
             owner: self.owner.clone(),
             lease_ms: self.lease_ms,

@@ -9,8 +9,10 @@
 //! | --- | --- | --- |
 //! | `canvas_saver_passes_total{result}` | counter | passes: `idle` (claimed nothing), `ok`, `partial`, `failed` |
 //! | `canvas_saver_items_written_total{op}` | counter | items written to the durable store: `put`, `delete` |
-//! | `canvas_saver_batch_requests_total` | counter | BatchWriteItem requests sent, retries included |
-//! | `canvas_saver_batch_retries_total` | counter | BatchWriteItem requests retried |
+//! | `canvas_saver_batch_requests_total` | counter | write requests (groups of conditional puts) sent, retries included |
+//! | `canvas_saver_batch_retries_total` | counter | write requests retried |
+//! | `canvas_saver_superseded_writes_total` | counter | writes not needed: DynamoDB already held a newer stamp of the item |
+//! | `canvas_saver_rejected_objects_total` | counter | objects DynamoDB refused (held back until they change again) |
 //! | `canvas_saver_project_saves_total` | counter | project saves that completed |
 //! | `canvas_saver_failed_project_saves_total` | counter | project saves that failed (work put back) |
 //! | `canvas_saver_lost_leases_total` | counter | project saves given up because another saver took the lease |
@@ -72,6 +74,8 @@ pub struct SaverPrometheus {
     pub project_saves: Counter,
     pub failed_project_saves: Counter,
     pub lost_leases: Counter,
+    pub superseded_writes: Counter,
+    pub rejected_objects: Counter,
     pub save_pass_duration: Histogram,
 }
 
@@ -93,13 +97,13 @@ impl Default for SaverPrometheus {
         let batch_requests = Counter::default();
         registry.register(
             "batch_requests",
-            "BatchWriteItem requests sent, retries included",
+            "Write requests (groups of conditional puts) sent, retries included",
             batch_requests.clone(),
         );
         let batch_retries = Counter::default();
         registry.register(
             "batch_retries",
-            "BatchWriteItem requests retried (throttling, unprocessed items, transient errors)",
+            "Write requests retried (throttling, unprocessed items, transient errors)",
             batch_retries.clone(),
         );
         let project_saves = Counter::default();
@@ -119,6 +123,18 @@ impl Default for SaverPrometheus {
             "lost_leases",
             "Project saves given up because another saver took the lease over",
             lost_leases.clone(),
+        );
+        let superseded_writes = Counter::default();
+        registry.register(
+            "superseded_writes",
+            "Writes not needed because DynamoDB already held an equal or newer stamp of the item",
+            superseded_writes.clone(),
+        );
+        let rejected_objects = Counter::default();
+        registry.register(
+            "rejected_objects",
+            "Objects DynamoDB refused; each is held back in Redis until it changes again",
+            rejected_objects.clone(),
         );
         // 1 ms .. ~65 s
         let save_pass_duration = Histogram::new(exponential_buckets(0.001, 2.0, 17));
@@ -143,6 +159,8 @@ impl Default for SaverPrometheus {
             project_saves,
             failed_project_saves,
             lost_leases,
+            superseded_writes,
+            rejected_objects,
             save_pass_duration,
         }
     }
@@ -184,6 +202,8 @@ impl SaverPrometheus {
         self.project_saves.inc_by(outcome.succeeded);
         self.failed_project_saves.inc_by(outcome.failed);
         self.lost_leases.inc_by(outcome.lost);
+        self.superseded_writes.inc_by(outcome.superseded);
+        self.rejected_objects.inc_by(outcome.refused.len() as u64);
         if outcome.projects() > 0 {
             self.save_pass_duration
                 .observe(outcome.duration_ms / 1000.0);

@@ -54,10 +54,23 @@ pub struct PassOutcome {
     /// Of `objects`: Puts and Deletes.
     pub puts: u64,
     pub deletes: u64,
-    /// BatchWriteItem requests sent (retries included).
+    /// Writes the durable store already held an equal or newer stamp of (not in `objects`).
+    pub superseded: u64,
+    /// Objects the durable store refused, held back until they change again.
+    pub refused: Vec<RefusedObject>,
+    /// Write requests sent (retries included).
     pub requests: u64,
     pub retries: u64,
     pub errors: Vec<(Option<String>, String)>,
+}
+
+/// An object the durable store refused: held back in the hot state, reported to operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedObject {
+    pub project_id: String,
+    pub object_id: String,
+    /// The store's own message.
+    pub message: String,
 }
 
 impl PassOutcome {

@@ -86,9 +86,9 @@ fn to_writes(claim: &Claim, changes: ChangeSet) -> Vec<ItemWrite> {
         project: claim.project.clone(),
         op: WriteOp::Put(object),
     }));
-    writes.extend(changes.deletes.into_iter().map(|id| ItemWrite {
+    writes.extend(changes.deletes.into_iter().map(|tombstone| ItemWrite {
         project: claim.project.clone(),
-        op: WriteOp::Delete(id),
+        op: WriteOp::Delete(tombstone),
     }));
     writes
 }
@@ -184,6 +184,7 @@ async fn save_claims(
     outcome.objects = report.items_written;
     outcome.puts = report.puts;
     outcome.deletes = report.deletes;
+    outcome.superseded = report.superseded;
     outcome.requests = report.requests;
     outcome.retries = report.retries;
     let mut endings = sorted.decided;

@@ -22,6 +22,7 @@ async fn embedded_objects(store: &EmbeddedStore, project: &str) -> BTreeMap<Stri
         .load_project(&pid(project))
         .await
         .unwrap()
+        .objects
         .into_iter()
         .map(|o| (o.id.to_string(), serde_json::from_str(&o.json).unwrap()))
         .collect()

@@ -11,9 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use canvas_shared::durable::dynamo::DynamoStore;
 use canvas_shared::durable::faulty::FaultyStore;
-use canvas_shared::durable::{DurableError, DurableStore, ItemWrite};
+use canvas_shared::durable::{DurableError, DurableStore, ItemWrite, LoadedProject, WriteOutcome};
 use canvas_shared::ids::ProjectId;
-use canvas_shared::stored::StoredObject;
 use canvas_shared::time::now_ms;
 use common::*;
 use serde_json::json;
@@ -229,7 +228,7 @@ struct Recording {
 
 #[async_trait]
 impl DurableStore for Recording {
-    async fn write_batch(&self, writes: &[ItemWrite]) -> Result<Vec<ItemWrite>, DurableError> {
+    async fn write_batch(&self, writes: &[ItemWrite]) -> Result<WriteOutcome, DurableError> {
         let mut projects: Vec<ProjectId> = writes.iter().map(|w| w.project.clone()).collect();
         projects.sort();
         projects.dedup();
@@ -256,14 +255,14 @@ impl DurableStore for Recording {
                 }
             }
         }
-        if let Ok(unprocessed) = &result {
+        if let Ok(outcome) = &result {
             self.writes
-                .fetch_add(writes.len() - unprocessed.len(), Ordering::SeqCst);
+                .fetch_add(writes.len() - outcome.not_written(), Ordering::SeqCst);
         }
         result
     }
 
-    async fn load_project(&self, project: &ProjectId) -> Result<Vec<StoredObject>, DurableError> {
+    async fn load_project(&self, project: &ProjectId) -> Result<LoadedProject, DurableError> {
         self.inner.load_project(project).await
     }
 
@@ -373,5 +372,37 @@ async fn a_full_project_of_10000_changed_objects_is_saved() {
     wait_clean(hot.as_ref(), Duration::from_secs(30)).await;
     assert_eq!(query(&env.store, "big").await.len(), 10_000);
     assert_eq!(saver.metrics.auto_save().failed_saves, 0);
+    saver.stop().await;
+}
+
+#[tokio::test]
+async fn a_timed_out_write_that_lands_late_never_undoes_a_newer_one() {
+    let env = Env::start().await;
+    let hot = env.hot();
+    open(hot.as_ref(), "late").await;
+    create(hot.as_ref(), "late", rect("kept", 1)).await;
+    create(hot.as_ref(), "late", rect("gone", 1)).await;
+    // The first request never answers, yet executes later on (as an abandoned DynamoDB request can).
+    let store = FaultyStore::new(env.store.clone());
+    store.faults.hold_next.store(1, Ordering::SeqCst);
+    let mut s = settings();
+    s.lease = Duration::from_millis(1000);
+    let saver = spawn_saver(Arc::clone(&hot), Arc::new(store.clone()), s).await;
+    wait_clean(hot.as_ref(), Duration::from_secs(10)).await;
+
+    // Newer edits of both objects are saved: an update, and a delete.
+    update(hot.as_ref(), "late", "kept", json!({"x": 2})).await;
+    delete(hot.as_ref(), "late", "gone").await;
+    wait_clean(hot.as_ref(), Duration::from_secs(10)).await;
+    assert_persisted(hot.as_ref(), &env.store, "late").await;
+
+    // Now the timed-out request lands, with the old state of both.
+    let late = store.release_held().await.expect("late request");
+    assert_eq!(late.superseded.len(), 2, "{late:?}");
+    assert_persisted(hot.as_ref(), &env.store, "late").await;
+    let items = query(&env.store, "late").await;
+    assert_eq!(items.keys().collect::<Vec<_>>(), ["kept"]);
+    assert_eq!(items["kept"]["x"], 2);
+    assert_eq!(items["kept"]["version"], 2);
     saver.stop().await;
 }

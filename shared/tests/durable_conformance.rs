@@ -17,9 +17,11 @@ use canvas_shared::durable::dynamo::DynamoStore;
 use canvas_shared::durable::embedded::EmbeddedStore;
 use canvas_shared::durable::item::PROJECT_KEY;
 use canvas_shared::durable::validating::ValidatingStore;
-use canvas_shared::durable::{DurableError, DurableStore, ItemWrite, WriteOp, MAX_BATCH_ITEMS};
+use canvas_shared::durable::{
+    DurableError, DurableStore, ItemWrite, LoadedProject, WriteOp, WriteOutcome, MAX_BATCH_ITEMS,
+};
 use canvas_shared::ids::ProjectId;
-use canvas_shared::stored::StoredObject;
+use canvas_shared::stored::{StoredObject, Tombstone};
 use canvas_testkit::TempDir;
 use common::{oid, parse, pid, stored, tricky_object};
 use serde_json::{json, Value};
@@ -62,6 +64,8 @@ conformance!(
     batch_over_25_is_rejected,
     duplicate_keys_in_a_batch_are_rejected,
     data_survives_reopening,
+    an_older_stamp_never_replaces_a_newer_one,
+    a_tombstone_hides_the_object_and_holds_off_older_writes,
 );
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -168,10 +172,10 @@ fn put(project: &str, id: &str, body: &Value, updated_at: i64) -> ItemWrite {
     }
 }
 
-fn del(project: &str, id: &str) -> ItemWrite {
+fn del(project: &str, id: &str, stamp: i64) -> ItemWrite {
     ItemWrite {
         project: pid(project),
-        op: WriteOp::Delete(oid(id)),
+        op: WriteOp::Delete(Tombstone { id: oid(id), stamp }),
     }
 }
 
@@ -185,25 +189,29 @@ fn obj(id: &str, version: u64, extra: Value) -> Value {
 
 /// Writes one batch that must be processed in full.
 async fn write(env: &Env, writes: &[ItemWrite]) {
-    let unprocessed = env
-        .store()
+    let outcome = send(env, writes).await;
+    assert!(outcome.all_written(), "writes not written: {outcome:?}");
+}
+
+/// Writes one batch and tells what became of it.
+async fn send(env: &Env, writes: &[ItemWrite]) -> WriteOutcome {
+    env.store()
         .write_batch(writes)
         .await
-        .unwrap_or_else(|e| panic!("write_batch of {} writes failed: {e}", writes.len()));
-    assert!(
-        unprocessed.is_empty(),
-        "unprocessed writes: {unprocessed:?}"
-    );
+        .unwrap_or_else(|e| panic!("write_batch of {} writes failed: {e}", writes.len()))
+}
+
+/// The project as the store hands it back.
+async fn load_raw(env: &Env, project: &str) -> LoadedProject {
+    env.store()
+        .load_project(&pid(project))
+        .await
+        .unwrap_or_else(|e| panic!("load_project({project}) failed: {e}"))
 }
 
 /// The project as id → (object, updatedAt).
 async fn load(env: &Env, project: &str) -> BTreeMap<String, (Value, i64)> {
-    let objects = env
-        .store()
-        .load_project(&pid(project))
-        .await
-        .unwrap_or_else(|e| panic!("load_project({project}) failed: {e}"));
-    by_id(objects)
+    by_id(load_raw(env, project).await.objects)
 }
 
 fn by_id(objects: Vec<StoredObject>) -> BTreeMap<String, (Value, i64)> {
@@ -260,7 +268,7 @@ fn same_value(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn rejected(result: Result<Vec<ItemWrite>, DurableError>, what: &str) -> String {
+fn rejected(result: Result<WriteOutcome, DurableError>, what: &str) -> String {
     match result {
         Err(DurableError::Rejected(message)) => message,
         other => panic!("{what}: expected DurableError::Rejected, got {other:?}"),
@@ -295,7 +303,7 @@ async fn put_overwrite_delete(env: &mut Env) {
         env,
         &[
             put("p", "o2", &o2b, 250),
-            del("p", "o3"),
+            del("p", "o3", 350),
             put("p", "o4", &o4, 400),
         ],
     )
@@ -307,7 +315,7 @@ async fn put_overwrite_delete(env: &mut Env) {
     );
     assert!(loaded["o2"].0.get("fill").is_none());
 
-    write(env, &[del("p", "o1"), del("p", "o4")]).await;
+    write(env, &[del("p", "o1", 450), del("p", "o4", 450)]).await;
     assert_eq!(load(env, "p").await, expect(&[("o2", &o2b, 250)]));
 
     // A deleted object can be written again.
@@ -337,7 +345,11 @@ async fn projects_are_isolated(env: &mut Env) {
             "project {p}"
         );
     }
-    write(env, &[del("p1", "o1"), del("p1", "o2"), del("p", "o2")]).await;
+    write(
+        env,
+        &[del("p1", "o1", 2), del("p1", "o2", 2), del("p", "o2", 2)],
+    )
+    .await;
     assert!(load(env, "p1").await.is_empty());
     assert_eq!(load(env, "p").await, expect(&[("o1", &body("p", "o1"), 1)]));
     for p in ["p1.x", "p1:", "p10", "p1-", "q"] {
@@ -475,12 +487,14 @@ async fn ensure_table_is_idempotent(env: &mut Env) {
 }
 
 async fn deleting_a_missing_item_is_fine(env: &mut Env) {
-    assert!(env.store().write_batch(&[]).await.unwrap().is_empty());
-    write(env, &[del("gone", "never-existed")]).await;
+    assert!(env.store().write_batch(&[]).await.unwrap().all_written());
+    write(env, &[del("gone", "never-existed", 1)]).await;
     write(env, &[put("gone", "o1", &obj("o1", 1, json!({})), 1)]).await;
-    write(env, &[del("gone", "o1"), del("gone", "o2")]).await;
-    // Deleting it again (a retried save) is fine too.
-    write(env, &[del("gone", "o1")]).await;
+    write(env, &[del("gone", "o1", 2), del("gone", "o2", 2)]).await;
+    // Deleting it again (a retried save) is fine too: the tombstone is already there.
+    let again = send(env, &[del("gone", "o1", 2)]).await;
+    assert_eq!(again.superseded.len(), 1, "{again:?}");
+    assert!(again.unprocessed.is_empty() && again.refused.is_empty());
     assert!(load(env, "gone").await.is_empty());
 }
 
@@ -497,7 +511,7 @@ async fn full_batch_of_25(env: &mut Env) {
         .collect();
     write(env, &first).await;
     // 25 writes: 5 deletes of what is there and 20 puts over two projects.
-    let mut batch: Vec<ItemWrite> = (0..5).map(|i| del("full-a", &format!("d{i}"))).collect();
+    let mut batch: Vec<ItemWrite> = (0..5).map(|i| del("full-a", &format!("d{i}"), 2)).collect();
     for i in 0..20 {
         let project = if i % 2 == 0 { "full-a" } else { "full-b" };
         batch.push(put(
@@ -546,8 +560,8 @@ async fn duplicate_keys_in_a_batch_are_rejected(env: &mut Env) {
     let body = obj("o1", 1, json!({}));
     for batch in [
         vec![put("dup", "o1", &body, 1), put("dup", "o1", &body, 2)],
-        vec![put("dup", "o1", &body, 1), del("dup", "o1")],
-        vec![del("dup", "o2"), del("dup", "o2")],
+        vec![put("dup", "o1", &body, 1), del("dup", "o1", 2)],
+        vec![del("dup", "o2", 1), del("dup", "o2", 1)],
     ] {
         rejected(env.store().write_batch(&batch).await, "duplicate keys");
     }
@@ -571,7 +585,7 @@ async fn data_survives_reopening(env: &mut Env) {
         load(env, "re").await,
         expect(&[("o1", &o1, 10), ("o2", &o2, 20)])
     );
-    write(env, &[del("re", "o2")]).await;
+    write(env, &[del("re", "o2", 30)]).await;
     env.reopen().await;
     assert_eq!(load(env, "re").await, expect(&[("o1", &o1, 10)]));
 }
@@ -619,15 +633,20 @@ mod dynamo_only {
         store.ensure_table(true).await.expect("create");
         store.ensure_table(false).await.expect("exists now");
         store.ping().await.expect("ping");
-        assert!(store.load_project(&pid("p")).await.unwrap().is_empty());
+        assert!(store
+            .load_project(&pid("p"))
+            .await
+            .unwrap()
+            .objects
+            .is_empty());
     }
 
     #[tokio::test]
     async fn numbers_outside_dynamodb_range_are_rejected() {
         // DynamoDB numbers have a magnitude between 1e-130 and 9.99e125; JSON (and f64) go further. Such an
-        // object is valid JSON that the hot state accepts, but no save of it can succeed: the whole batch is
-        // refused. The embedded store takes it, so only production would see it. Input validation has to refuse
-        // these numbers before they reach the hot state (see the report of this suite).
+        // object is valid JSON, but no write of it can succeed: DynamoDB refuses that item (and only it: every
+        // write is its own request). The embedded store takes it, so only production would see it. Input
+        // validation refuses these numbers before they reach the hot state; the saver holds back any it missed.
         let env = Env::dynamo().await;
         for (name, n) in [
             ("big", json!(1e126)),
@@ -637,14 +656,29 @@ mod dynamo_only {
             let body = obj("o1", 1, json!({ "n": n }));
             let batch = [
                 put("range", "o1", &body, 1),
-                put("range", "fine", &obj("fine", 1, json!({})), 1),
+                put(
+                    &format!("range-{name}"),
+                    "fine",
+                    &obj("fine", 1, json!({})),
+                    1,
+                ),
             ];
-            let message = rejected(env.store().write_batch(&batch).await, name);
+            let outcome = send(&env, &batch).await;
+            let [(write, DurableError::ItemRefused(message))] = &outcome.refused[..] else {
+                panic!("{name}: expected one refused item, got {outcome:?}");
+            };
+            assert_eq!(write.object_id().as_str(), "o1");
             assert!(message.contains("Number"), "{name}: {message}");
+            assert!(outcome.unprocessed.is_empty() && outcome.superseded.is_empty());
+            assert_eq!(
+                load(&env, &format!("range-{name}")).await.len(),
+                1,
+                "{name}: the other item is written"
+            );
         }
         assert!(
             load(&env, "range").await.is_empty(),
-            "the whole batch is refused"
+            "the refused item is not written"
         );
         let edge = obj(
             "o1",
@@ -654,4 +688,55 @@ mod dynamo_only {
         write(&env, &[put("range", "o1", &edge, 1)]).await;
         assert_eq!(load(&env, "range").await["o1"].0, edge);
     }
+}
+
+async fn an_older_stamp_never_replaces_a_newer_one(env: &mut Env) {
+    let newer = obj("o1", 3, json!({"x": 3}));
+    let older = obj("o1", 2, json!({"x": 2}));
+    write(env, &[put("late", "o1", &newer, 300)]).await;
+    // A write that arrives late (a timed-out request executing after all, a resent attempt) changes nothing.
+    for (body, stamp) in [(&older, 200), (&newer, 300)] {
+        let outcome = send(env, &[put("late", "o1", body, stamp)]).await;
+        assert_eq!(outcome.superseded.len(), 1, "stamp {stamp}: {outcome:?}");
+    }
+    assert_eq!(load(env, "late").await, expect(&[("o1", &newer, 300)]));
+    let newest = obj("o1", 4, json!({"x": 4}));
+    write(env, &[put("late", "o1", &newest, 301)]).await;
+    assert_eq!(load(env, "late").await, expect(&[("o1", &newest, 301)]));
+}
+
+async fn a_tombstone_hides_the_object_and_holds_off_older_writes(env: &mut Env) {
+    let o1 = obj("o1", 5, json!({}));
+    let o2 = obj("o2", 1, json!({}));
+    write(
+        env,
+        &[put("tomb", "o1", &o1, 100), put("tomb", "o2", &o2, 110)],
+    )
+    .await;
+    write(env, &[del("tomb", "o1", 200)]).await;
+    let loaded = load_raw(env, "tomb").await;
+    assert_eq!(
+        by_id(loaded.objects),
+        expect(&[("o2", &o2, 110)]),
+        "a tombstone is no object"
+    );
+    assert_eq!(loaded.stamp_floor, 200, "the tombstone's stamp counts");
+
+    // The put the delete followed, arriving late, does not bring the object back.
+    let outcome = send(env, &[put("tomb", "o1", &o1, 150)]).await;
+    assert_eq!(outcome.superseded.len(), 1, "{outcome:?}");
+    assert_eq!(load(env, "tomb").await, expect(&[("o2", &o2, 110)]));
+
+    // The id created again after the delete carries a newer stamp, and lands.
+    let again = obj("o1", 1, json!({"reborn": true}));
+    write(env, &[put("tomb", "o1", &again, 250)]).await;
+    assert_eq!(
+        load(env, "tomb").await,
+        expect(&[("o1", &again, 250), ("o2", &o2, 110)])
+    );
+    // A project holding only tombstones loads empty, yet remembers their stamp.
+    write(env, &[del("tomb-only", "o9", 900)]).await;
+    let loaded = load_raw(env, "tomb-only").await;
+    assert!(loaded.objects.is_empty());
+    assert_eq!(loaded.stamp_floor, 900);
 }

@@ -179,7 +179,7 @@ fn rejection(result: Result<Applied, HotError>) -> ErrorCode {
 
 /// Loads an empty project (a new project: nothing in the durable store).
 async fn open(hot: &dyn HotStore, project: &ProjectId) {
-    assert!(hot.load(project, &[], 0).await.expect("load"));
+    assert!(hot.load(project, &[], 0, 0).await.expect("load"));
 }
 
 /// The snapshot's objects by id, parsed.
@@ -221,7 +221,7 @@ fn changes(set: ChangeSet) -> (BTreeMap<String, (Value, i64)>, Vec<String>) {
             .insert(o.id.to_string(), (value, o.updated_at))
             .is_none());
     }
-    let mut deletes: Vec<String> = set.deletes.iter().map(|d| d.to_string()).collect();
+    let mut deletes: Vec<String> = set.deletes.iter().map(|d| d.id.to_string()).collect();
     deletes.sort();
     (upserts, deletes)
 }
@@ -231,7 +231,7 @@ fn ids(set: &ChangeSet) -> Vec<String> {
         .upserts
         .iter()
         .map(|o| o.id.to_string())
-        .chain(set.deletes.iter().map(|d| d.to_string()))
+        .chain(set.deletes.iter().map(|d| d.id.to_string()))
         .collect();
     all.sort();
     all
@@ -568,7 +568,7 @@ async fn load_installs_once(hot: &dyn HotStore) {
         stored("o2", &with_version(rect("o2"), 2), 600),
     ];
     assert!(
-        hot.load(&p, &durable, 0).await.unwrap(),
+        hot.load(&p, &durable, 0, 0).await.unwrap(),
         "first load installs"
     );
     assert_eq!(
@@ -598,7 +598,7 @@ async fn load_installs_once(hot: &dyn HotStore) {
         stored("o4", &with_version(rect("o4"), 1), 700),
     ];
     assert!(
-        !hot.load(&p, &stale, 99).await.unwrap(),
+        !hot.load(&p, &stale, 99, 0).await.unwrap(),
         "second load is refused"
     );
     assert_eq!(objects(hot, &p).await, edited);
@@ -608,17 +608,17 @@ async fn load_installs_once(hot: &dyn HotStore) {
 
     // An empty project loads too, and then takes edits.
     let empty = pid("p-load-empty");
-    assert!(hot.load(&empty, &[], 0).await.unwrap());
+    assert!(hot.load(&empty, &[], 0, 0).await.unwrap());
     let s = hot.snapshot(&empty).await.unwrap();
     assert_eq!((s.seq, s.objects.len()), (0, 0));
-    assert!(!hot.load(&empty, &durable, 0).await.unwrap());
+    assert!(!hot.load(&empty, &durable, 0, 0).await.unwrap());
     assert!(objects(hot, &empty).await.is_empty());
 }
 
 async fn load_seq_floor(hot: &dyn HotStore) {
     let p = pid("p-floor");
     assert!(hot
-        .load(&p, &[stored("o1", &with_version(rect("o1"), 3), 1)], 41)
+        .load(&p, &[stored("o1", &with_version(rect("o1"), 3), 1)], 41, 0)
         .await
         .unwrap());
     assert_eq!(seq(hot, &p).await, 41);
@@ -639,7 +639,8 @@ async fn snapshot_contents(hot: &dyn HotStore) {
                 &json!({"id": "old", "type": "note", "text": "from disk", "version": 5}),
                 1
             )],
-            10
+            10,
+            0
         )
         .await
         .unwrap());
@@ -800,7 +801,7 @@ async fn json_exact_merge_patches(hot: &dyn HotStore) {
 async fn json_exact_load(hot: &dyn HotStore) {
     let p = pid("p-json-load");
     let body = with_version(tricky_object("t1"), 4);
-    assert!(hot.load(&p, &[stored("t1", &body, 1)], 0).await.unwrap());
+    assert!(hot.load(&p, &[stored("t1", &body, 1)], 0, 0).await.unwrap());
     assert_eq!(objects(hot, &p).await["t1"], body);
 
     // Patching what was loaded keeps everything the patch does not touch, exactly.
@@ -844,7 +845,7 @@ async fn load_accepts_any_json_layout(hot: &dyn HotStore) {
             updated_at: 1,
         },
     ];
-    assert!(hot.load(&p, &loaded, 0).await.unwrap());
+    assert!(hot.load(&p, &loaded, 0, 0).await.unwrap());
     assert_eq!(
         objects(hot, &p).await["o1"],
         json!({"id": "o1", "type": "rect", "x": 1, "n": {"a": [1, 2]}, "version": 3})
@@ -961,7 +962,7 @@ async fn bus_delivers_to_that_project_only(hot: &dyn HotStore) {
     let c = pid("p-bus-c");
     subscribe(bus_a.as_ref(), &c).await;
     assert!(hot
-        .load(&c, &[stored("x", &rect("x"), 1)], 0)
+        .load(&c, &[stored("x", &rect("x"), 1)], 0, 0)
         .await
         .unwrap());
     expect_only_marker(hot, &mut rx_a, &a, "after-load").await;
@@ -1140,6 +1141,7 @@ async fn read_claim_upserts_and_deletes(hot: &dyn HotStore) {
                 stored("disk2", &with_version(rect("disk2"), 1), 100),
                 stored("untouched", &with_version(rect("untouched"), 1), 100),
             ],
+            0,
             0
         )
         .await
@@ -1378,14 +1380,25 @@ async fn renew_extends_lease(hot: &dyn HotStore) {
 
 async fn claim_carries_seq_and_completion_raises_saved_seq(hot: &dyn HotStore) {
     let p = pid("p-saved");
-    assert!(hot.load(&p, &[], 7).await.unwrap());
-    assert_eq!(hot.snapshot(&p).await.unwrap().saved_seq, 7, "what a cold load installs is saved");
+    assert!(hot.load(&p, &[], 7, 0).await.unwrap());
+    assert_eq!(
+        hot.snapshot(&p).await.unwrap().saved_seq,
+        7,
+        "what a cold load installs is saved"
+    );
     ok(hot, &p, create(rect("o1")), 1_000).await;
     ok(hot, &p, create(rect("o2")), 1_100).await;
     let first = claim(hot, "s1", 10, 2_000).await.remove(0);
-    assert_eq!(first.seq, 9, "the claim covers every edit up to the seq at claim time");
+    assert_eq!(
+        first.seq, 9,
+        "the claim covers every edit up to the seq at claim time"
+    );
     ok(hot, &p, update("o1", json!({"x": 3})), 2_100).await;
-    assert_eq!(hot.snapshot(&p).await.unwrap().saved_seq, 7, "nothing saved before completion");
+    assert_eq!(
+        hot.snapshot(&p).await.unwrap().saved_seq,
+        7,
+        "nothing saved before completion"
+    );
     assert!(hot.complete_claim(&first).await.unwrap());
     let snapshot = hot.snapshot(&p).await.unwrap();
     assert_eq!((snapshot.seq, snapshot.saved_seq), (10, 9));
@@ -1393,7 +1406,10 @@ async fn claim_carries_seq_and_completion_raises_saved_seq(hot: &dyn HotStore) {
     // A completion carrying an older seq never lowers savedSeq; a finished claim completes nothing.
     let second = claim(hot, "s1", 10, 3_000).await.remove(0);
     assert_eq!(second.seq, 10);
-    let stale = Claim { seq: 8, ..second.clone() };
+    let stale = Claim {
+        seq: 8,
+        ..second.clone()
+    };
     assert!(hot.complete_claim(&stale).await.unwrap());
     assert_eq!(hot.snapshot(&p).await.unwrap().saved_seq, 9);
     assert!(!hot.complete_claim(&second).await.unwrap());

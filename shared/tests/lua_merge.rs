@@ -106,7 +106,7 @@ impl Stores {
         self.rt.block_on(async {
             for store in [&self.redis as &dyn EditStore, &self.memory] {
                 store
-                    .load(&project, &[], 0)
+                    .load(&project, &[], 0, 0)
                     .await
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
             }

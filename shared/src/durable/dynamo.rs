@@ -1,6 +1,8 @@
-//! The production durable store on DynamoDB: one BatchWriteItem per [`DurableStore::write_batch`], paginated
-//! Query for cold loads, and table checks (or creation, for dev and tests).
+//! The production durable store on DynamoDB: one conditional PutItem per write (a group's writes in flight at
+//! once), paginated Query for cold loads, and table checks (or creation, for dev and tests). The unconditional
+//! BatchWriteItem path is kept only to measure what the conditions cost.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,16 +12,17 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
-    PutRequest, ScalarAttributeType, TableStatus, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
+    ScalarAttributeType, TableStatus, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 
-use super::item::{self, OBJECT_KEY, PROJECT_KEY};
-use super::{DurableError, DurableStore, ItemWrite, WriteOp};
+use super::item::{self, NEWER_ONLY, OBJECT_KEY, PROJECT_KEY, UPDATED_AT};
+use super::{
+    check_group, DurableError, DurableStore, ItemWrite, LoadedProject, WriteOp, WriteOutcome,
+};
 use crate::config::DynamoArgs;
 use crate::ids::ProjectId;
-use crate::stored::StoredObject;
 
 /// DynamoDB-backed [`DurableStore`].
 #[derive(Clone)]
@@ -147,44 +150,74 @@ impl DynamoStore {
     }
 }
 
+/// The item a write puts: the object, or the tombstone of a deleted one.
+fn item_of(write: &ItemWrite) -> HashMap<String, AttributeValue> {
+    match &write.op {
+        WriteOp::Put(object) => item::to_item(&write.project, object),
+        WriteOp::Delete(tombstone) => item::tombstone_item(&write.project, tombstone),
+    }
+}
+
 fn to_request(write: &ItemWrite) -> Result<WriteRequest, DurableError> {
     let invalid = |e: aws_sdk_dynamodb::error::BuildError| DurableError::Rejected(e.to_string());
-    Ok(match &write.op {
-        WriteOp::Put(object) => WriteRequest::builder()
-            .put_request(
-                PutRequest::builder()
-                    .set_item(Some(item::to_item(&write.project, object)))
-                    .build()
-                    .map_err(invalid)?,
-            )
-            .build(),
-        WriteOp::Delete(id) => WriteRequest::builder()
-            .delete_request(
-                DeleteRequest::builder()
-                    .set_key(Some(item::key(&write.project, id)))
-                    .build()
-                    .map_err(invalid)?,
-            )
-            .build(),
-    })
+    Ok(WriteRequest::builder()
+        .put_request(
+            PutRequest::builder()
+                .set_item(Some(item_of(write)))
+                .build()
+                .map_err(invalid)?,
+        )
+        .build())
 }
 
 /// Finds which of our writes an unprocessed request stands for, by its key.
 fn key_of(request: &WriteRequest) -> Option<(String, String)> {
-    let map = match (request.put_request(), request.delete_request()) {
-        (Some(put), _) => put.item(),
-        (None, Some(delete)) => delete.key(),
-        (None, None) => return None,
-    };
+    let map = request.put_request()?.item();
     match (map.get(PROJECT_KEY), map.get(OBJECT_KEY)) {
         (Some(AttributeValue::S(p)), Some(AttributeValue::S(o))) => Some((p.clone(), o.clone())),
         _ => None,
     }
 }
 
-#[async_trait]
-impl DurableStore for DynamoStore {
-    async fn write_batch(&self, writes: &[ItemWrite]) -> Result<Vec<ItemWrite>, DurableError> {
+/// What one conditional put did.
+enum Landed {
+    Written,
+    Superseded,
+}
+
+impl DynamoStore {
+    /// Puts the item unless DynamoDB already holds its key with an equal or newer stamp.
+    async fn put_if_newer(&self, write: &ItemWrite) -> Result<Landed, DurableError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item_of(write)))
+            .condition_expression(NEWER_ONLY)
+            .expression_attribute_names("#updatedAt", UPDATED_AT)
+            .expression_attribute_values(":stamp", AttributeValue::N(write.stamp().to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Landed::Written),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(Landed::Superseded)
+            }
+            Err(e) => Err(match self.classify(e) {
+                // One item, one constant condition: a validation error is about the item.
+                DurableError::Rejected(message) => DurableError::ItemRefused(message),
+                other => other,
+            }),
+        }
+    }
+
+    /// Today's unconditional path, one BatchWriteItem request: kept to measure what the conditions cost. Returns
+    /// the writes DynamoDB left unprocessed. It may replace a newer item with an older one, so nothing saves
+    /// through it.
+    pub async fn write_batch_unconditional(
+        &self,
+        writes: &[ItemWrite],
+    ) -> Result<Vec<ItemWrite>, DurableError> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
@@ -214,9 +247,39 @@ impl DurableStore for DynamoStore {
             .cloned()
             .collect())
     }
+}
 
-    async fn load_project(&self, project: &ProjectId) -> Result<Vec<StoredObject>, DurableError> {
-        let mut objects = Vec::new();
+#[async_trait]
+impl DurableStore for DynamoStore {
+    async fn write_batch(&self, writes: &[ItemWrite]) -> Result<WriteOutcome, DurableError> {
+        // The group keeps BatchWriteItem's shape, so the saver behaves the same on every store.
+        check_group(writes)?;
+        let results =
+            futures_util::future::join_all(writes.iter().map(|w| self.put_if_newer(w))).await;
+        let mut outcome = WriteOutcome::default();
+        let mut unavailable = None;
+        for (write, result) in writes.iter().zip(results) {
+            match result {
+                Ok(Landed::Written) => {}
+                Ok(Landed::Superseded) => outcome.superseded.push(write.clone()),
+                Err(e @ DurableError::ItemRefused(_)) => outcome.refused.push((write.clone(), e)),
+                Err(e @ DurableError::Unavailable(_)) => {
+                    outcome.unprocessed.push(write.clone());
+                    unavailable = Some(e);
+                }
+                Err(DurableError::Throttled(_)) => outcome.unprocessed.push(write.clone()),
+                Err(e) => return Err(e),
+            }
+        }
+        // Nothing got through: the store is down, not busy (the writer then gives up sooner).
+        match unavailable {
+            Some(e) if !writes.is_empty() && outcome.unprocessed.len() == writes.len() => Err(e),
+            _ => Ok(outcome),
+        }
+    }
+
+    async fn load_project(&self, project: &ProjectId) -> Result<LoadedProject, DurableError> {
+        let mut loaded = LoadedProject::default();
         let mut start = None;
         loop {
             let out = self
@@ -231,13 +294,16 @@ impl DurableStore for DynamoStore {
                 .send()
                 .await
                 .map_err(|e| self.classify(e))?;
-            objects.extend(out.items().iter().filter_map(item::from_item));
+            for found in out.items() {
+                loaded.stamp_floor = loaded.stamp_floor.max(item::stamp_of(found));
+                loaded.objects.extend(item::from_item(found));
+            }
             match out.last_evaluated_key() {
                 Some(key) if !key.is_empty() => start = Some(key.clone()),
                 _ => break,
             }
         }
-        Ok(objects)
+        Ok(loaded)
     }
 
     async fn ensure_table(&self, create: bool) -> Result<(), DurableError> {

@@ -1,19 +1,24 @@
 //! The embedded durable store of the one-process dev mode: a redb file (pure Rust, ACID), by default under
-//! `./data`. It honours the same contract as DynamoDB, so the saver cannot tell them apart.
+//! `./data`. It honours the same contract as DynamoDB, so the saver cannot tell them apart: a write lands only over
+//! an older stamp, and a delete leaves a tombstone.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 
-use super::{DurableError, DurableStore, ItemWrite, WriteOp, MAX_BATCH_ITEMS};
+use super::{
+    check_group, DurableError, DurableStore, ItemWrite, LoadedProject, WriteOp, WriteOutcome,
+};
 use crate::ids::{ObjectId, ProjectId};
 use crate::stored::StoredObject;
 
-/// (project id, object id) → (object JSON, updatedAt ms).
+/// (project id, object id) → (object JSON, or [`TOMBSTONE`] for a deleted object; its stamp).
 const OBJECTS: TableDefinition<(&str, &str), (&str, i64)> = TableDefinition::new("canvas_objects");
+
+/// The JSON text of a tombstone: no object is ever stored as an empty text.
+const TOMBSTONE: &str = "";
 
 /// redb-backed [`DurableStore`]; clones share the database.
 #[derive(Clone)]
@@ -58,56 +63,41 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl DurableStore for EmbeddedStore {
-    async fn write_batch(&self, writes: &[ItemWrite]) -> Result<Vec<ItemWrite>, DurableError> {
+    async fn write_batch(&self, writes: &[ItemWrite]) -> Result<WriteOutcome, DurableError> {
         // Refuse what BatchWriteItem refuses, so dev mode catches a saver that would fail in production.
-        if writes.len() > MAX_BATCH_ITEMS {
-            return Err(DurableError::Rejected(format!(
-                "a batch holds at most {MAX_BATCH_ITEMS} writes; this one has {}",
-                writes.len()
-            )));
-        }
-        let mut keys = HashSet::with_capacity(writes.len());
-        if let Some(dup) = writes
-            .iter()
-            .find(|w| !keys.insert((w.project.as_str(), w.object_id().as_str())))
-        {
-            return Err(DurableError::Rejected(format!(
-                "the batch writes {}/{} twice; keys must be distinct",
-                dup.project,
-                dup.object_id()
-            )));
-        }
+        check_group(writes)?;
         let writes = writes.to_vec();
         self.blocking(move |db| {
+            let mut outcome = WriteOutcome::default();
             let txn = db.begin_write().map_err(failed)?;
             {
                 let mut table = txn.open_table(OBJECTS).map_err(failed)?;
                 for write in &writes {
                     let key = (write.project.as_str(), write.object_id().as_str());
-                    match &write.op {
-                        WriteOp::Put(object) => {
-                            table
-                                .insert(key, (object.json.as_str(), object.updated_at))
-                                .map_err(failed)?;
-                        }
-                        WriteOp::Delete(_) => {
-                            table.remove(key).map_err(failed)?;
-                        }
+                    let held = table.get(key).map_err(failed)?.map(|v| v.value().1);
+                    if held.is_some_and(|stamp| stamp >= write.stamp()) {
+                        outcome.superseded.push(write.clone());
+                        continue;
                     }
+                    let json = match &write.op {
+                        WriteOp::Put(object) => object.json.as_str(),
+                        WriteOp::Delete(_) => TOMBSTONE,
+                    };
+                    table.insert(key, (json, write.stamp())).map_err(failed)?;
                 }
             }
             txn.commit().map_err(failed)?;
-            Ok(Vec::new())
+            Ok(outcome)
         })
         .await
     }
 
-    async fn load_project(&self, project: &ProjectId) -> Result<Vec<StoredObject>, DurableError> {
+    async fn load_project(&self, project: &ProjectId) -> Result<LoadedProject, DurableError> {
         let project = project.clone();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(failed)?;
             let table = txn.open_table(OBJECTS).map_err(failed)?;
-            let mut objects = Vec::new();
+            let mut loaded = LoadedProject::default();
             for entry in table.range((project.as_str(), "")..).map_err(failed)? {
                 let (key, value) = entry.map_err(failed)?;
                 let (p, o) = key.value();
@@ -115,15 +105,19 @@ impl DurableStore for EmbeddedStore {
                     break;
                 }
                 let (json, updated_at) = value.value();
+                loaded.stamp_floor = loaded.stamp_floor.max(updated_at);
+                if json == TOMBSTONE {
+                    continue;
+                }
                 if let Ok(id) = ObjectId::parse(o) {
-                    objects.push(StoredObject {
+                    loaded.objects.push(StoredObject {
                         id,
                         json: json.to_string(),
                         updated_at,
                     });
                 }
             }
-            Ok(objects)
+            Ok(loaded)
         })
         .await
     }

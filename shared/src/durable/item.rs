@@ -1,6 +1,8 @@
 //! Conversion between object JSON and DynamoDB attribute maps, lossless for every JSON value.
 //!
-//! An item holds the object's properties, `projectId` and `objectId` (the keys) and `updatedAt`.
+//! An item holds the object's properties, `projectId` and `objectId` (the keys) and `updatedAt` (the stamp every
+//! write is conditional on). A tombstone holds only the keys, `updatedAt` and `deletedAt`; items whose `objectId`
+//! begins with `~` belong to the system. Neither is an object.
 
 use std::collections::HashMap;
 
@@ -8,11 +10,17 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Map, Number, Value};
 
 use crate::ids::{ObjectId, ProjectId};
-use crate::stored::StoredObject;
+use crate::stored::{StoredObject, Tombstone};
 
 pub const PROJECT_KEY: &str = "projectId";
 pub const OBJECT_KEY: &str = "objectId";
 pub const UPDATED_AT: &str = "updatedAt";
+pub const DELETED_AT: &str = "deletedAt";
+/// The first character of a system item's `objectId`.
+pub const SYSTEM_PREFIX: char = '~';
+
+/// The condition on every write: the key holds nothing, or something older. `:stamp` is the write's stamp.
+pub const NEWER_ONLY: &str = "attribute_not_exists(#updatedAt) OR #updatedAt < :stamp";
 
 pub fn to_attribute(value: &Value) -> AttributeValue {
     match value {
@@ -93,16 +101,38 @@ pub fn key(project: &ProjectId, id: &ObjectId) -> HashMap<String, AttributeValue
     ])
 }
 
-/// Reads an item back into an object; None for items that are not ours.
-pub fn from_item(item: &HashMap<String, AttributeValue>) -> Option<StoredObject> {
-    let id = match item.get(OBJECT_KEY) {
-        Some(AttributeValue::S(s)) => ObjectId::parse(s.as_str()).ok()?,
-        _ => return None,
-    };
-    let updated_at = match item.get(UPDATED_AT) {
+/// The tombstone item of a deleted object: `deletedAt` is the delete's stamp, as is `updatedAt`.
+pub fn tombstone_item(
+    project: &ProjectId,
+    tombstone: &Tombstone,
+) -> HashMap<String, AttributeValue> {
+    let mut item = key(project, &tombstone.id);
+    let stamp = AttributeValue::N(tombstone.stamp.to_string());
+    item.insert(UPDATED_AT.into(), stamp.clone());
+    item.insert(DELETED_AT.into(), stamp);
+    item
+}
+
+/// The item's `updatedAt` (0 when it has none).
+pub fn stamp_of(item: &HashMap<String, AttributeValue>) -> i64 {
+    match item.get(UPDATED_AT) {
         Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
         _ => 0,
+    }
+}
+
+/// Reads an item back into an object; None for tombstones, system items and items that are not ours.
+pub fn from_item(item: &HashMap<String, AttributeValue>) -> Option<StoredObject> {
+    if item.contains_key(DELETED_AT) {
+        return None;
+    }
+    let id = match item.get(OBJECT_KEY) {
+        Some(AttributeValue::S(s)) if !s.starts_with(SYSTEM_PREFIX) => {
+            ObjectId::parse(s.as_str()).ok()?
+        }
+        _ => return None,
     };
+    let updated_at = stamp_of(item);
     let body: Map<String, Value> = item
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), PROJECT_KEY | OBJECT_KEY | UPDATED_AT))
@@ -138,6 +168,13 @@ mod tests {
         assert!(item.contains_key("projectId") && item.contains_key("objectId"));
         let back = from_item(&item).unwrap();
         assert_eq!(back.updated_at, 1234);
+        let tombstone = Tombstone {
+            id: ObjectId::parse("o1").unwrap(),
+            stamp: 1300,
+        };
+        let dead = tombstone_item(&project, &tombstone);
+        assert!(from_item(&dead).is_none(), "a tombstone is no object");
+        assert_eq!(stamp_of(&dead), 1300);
         let a: Value = serde_json::from_str(&back.json).unwrap();
         let b: Value = serde_json::from_str(&object.json).unwrap();
         assert_eq!(a, b);

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::item::{to_item, OBJECT_KEY, PROJECT_KEY};
-use super::{DurableError, DurableStore, ItemWrite, WriteOp};
+use super::{DurableError, DurableStore, ItemWrite, LoadedProject, WriteOp, WriteOutcome};
 use crate::ids::ProjectId;
 use crate::stored::StoredObject;
 
@@ -175,8 +175,8 @@ fn number_size(text: &str) -> Result<usize, ItemViolation> {
     Ok(significant.len() / 2 + 2 + usize::from(negative))
 }
 
-/// Refuses a whole batch holding an item DynamoDB would refuse, as DynamoDB's BatchWriteItem does
-/// (a ValidationException fails the request; nothing in it is written).
+/// Refuses each item DynamoDB would refuse, as DynamoDB's PutItem does (a ValidationException about that item),
+/// and writes the others.
 pub struct ValidatingStore<S> {
     inner: S,
 }
@@ -189,21 +189,31 @@ impl<S: DurableStore> ValidatingStore<S> {
 
 #[async_trait]
 impl<S: DurableStore> DurableStore for ValidatingStore<S> {
-    async fn write_batch(&self, writes: &[ItemWrite]) -> Result<Vec<ItemWrite>, DurableError> {
+    async fn write_batch(&self, writes: &[ItemWrite]) -> Result<WriteOutcome, DurableError> {
+        let mut refused = Vec::new();
+        let mut valid = Vec::with_capacity(writes.len());
         for write in writes {
-            if let WriteOp::Put(object) = &write.op {
-                check_object(&write.project, object).map_err(|violation| {
-                    DurableError::Rejected(format!(
+            let violation = match &write.op {
+                WriteOp::Put(object) => check_object(&write.project, object).err(),
+                WriteOp::Delete(_) => None,
+            };
+            match violation {
+                Some(violation) => refused.push((
+                    write.clone(),
+                    DurableError::ItemRefused(format!(
                         "ValidationException: {violation} (object {})",
-                        object.id
-                    ))
-                })?;
+                        write.object_id()
+                    )),
+                )),
+                None => valid.push(write.clone()),
             }
         }
-        self.inner.write_batch(writes).await
+        let mut outcome = self.inner.write_batch(&valid).await?;
+        outcome.refused.extend(refused);
+        Ok(outcome)
     }
 
-    async fn load_project(&self, project: &ProjectId) -> Result<Vec<StoredObject>, DurableError> {
+    async fn load_project(&self, project: &ProjectId) -> Result<LoadedProject, DurableError> {
         self.inner.load_project(project).await
     }
 

@@ -89,13 +89,16 @@ pub trait EditStore: Reachable {
     async fn snapshot(&self, project: &ProjectId) -> Result<Snapshot, HotError>;
 
     /// Installs a project read from the durable store, unless it is already loaded (then nothing changes).
-    /// `seq` starts at `seq_floor` so clients that saw an earlier life of the project never see it go back.
-    /// Returns true when this call did the load.
+    /// `seq` starts at `seq_floor` so clients that saw an earlier life of the project never see it go back; edit
+    /// stamps start above `stamp_floor` (the durable store's newest stamp of the project, tombstones included) and
+    /// above every loaded object's, so that no new write is taken for an older one. Returns true when this call
+    /// did the load.
     async fn load(
         &self,
         project: &ProjectId,
         objects: &[StoredObject],
         seq_floor: u64,
+        stamp_floor: i64,
     ) -> Result<bool, HotError>;
 
     /// Publishes an ephemeral frame (presence) to every gateway subscribed to the project.

@@ -13,9 +13,9 @@ pub const LEASE_INDEX: &str = "canvas:leases";
 pub struct ProjectKeys {
     /// Hash: object id → object JSON (with `version`).
     pub objects: String,
-    /// Hash: object id → epoch ms of its last edit.
+    /// Hash: object id → stamp of its last edit (a delete's stays until the delete is saved).
     pub mtimes: String,
-    /// Hash: `seq`, `savedSeq`, `loadedAt`. Its existence means the project is loaded.
+    /// Hash: `seq`, `savedSeq`, `stamp` (the newest edit stamp), `loadedAt`. Its existence means the project is loaded.
     pub meta: String,
     /// Set: ids changed since the last claim.
     pub changed: String,

@@ -14,14 +14,17 @@ use super::{
 };
 use crate::ids::{ObjectId, ProjectId};
 use crate::object::{merge_patch, Edit, VERSION_FIELD};
-use crate::stored::StoredObject;
+use crate::stored::{StoredObject, Tombstone};
 
 #[derive(Default)]
 struct Project {
     seq: u64,
     /// Every edit up to this seq is in the durable store.
     saved_seq: u64,
+    /// The newest edit stamp (see the edit script): every edit is stamped strictly above it.
+    stamp: i64,
     objects: BTreeMap<ObjectId, Map<String, Value>>,
+    /// Stamp of each object's last edit; a delete's stays until the delete is saved.
     mtimes: HashMap<ObjectId, i64>,
     changed: HashSet<ObjectId>,
     saving: HashSet<ObjectId>,
@@ -179,11 +182,8 @@ impl EditStore for MemoryHotState {
         project.seq += 1;
         let seq = project.seq;
         let id = edit.object_id().clone();
-        if matches!(edit, Edit::Delete { .. }) {
-            project.mtimes.remove(&id);
-        } else {
-            project.mtimes.insert(id.clone(), ctx.now_ms);
-        }
+        project.stamp = ctx.now_ms.max(project.stamp + 1);
+        project.mtimes.insert(id.clone(), project.stamp);
         project.changed.insert(id.clone());
         state.dirty.entry(project_id.clone()).or_insert(ctx.now_ms);
         if let Value::Object(f) = &mut frame {
@@ -217,6 +217,7 @@ impl EditStore for MemoryHotState {
         project: &ProjectId,
         objects: &[StoredObject],
         seq_floor: u64,
+        stamp_floor: i64,
     ) -> Result<bool, HotError> {
         let mut state = lock(&self.inner.state);
         if state.projects.contains_key(project) {
@@ -225,12 +226,14 @@ impl EditStore for MemoryHotState {
         let mut loaded = Project {
             seq: seq_floor,
             saved_seq: seq_floor,
+            stamp: stamp_floor,
             ..Project::default()
         };
         for object in objects {
             if let Ok(Value::Object(body)) = serde_json::from_str(&object.json) {
                 loaded.objects.insert(object.id.clone(), body);
                 loaded.mtimes.insert(object.id.clone(), object.updated_at);
+                loaded.stamp = loaded.stamp.max(object.updated_at);
             }
         }
         state.projects.insert(project.clone(), loaded);
@@ -348,7 +351,10 @@ impl SaveQueue for MemoryHotState {
                     json: to_json(body),
                     updated_at: project.mtimes.get(id).copied().unwrap_or(0),
                 }),
-                None => changes.deletes.push(id.clone()),
+                None => changes.deletes.push(Tombstone {
+                    id: id.clone(),
+                    stamp: project.mtimes.get(id).copied().unwrap_or(project.stamp),
+                }),
             }
         }
         Ok(changes)
@@ -386,7 +392,12 @@ impl SaveQueue for MemoryHotState {
         {
             return Ok(false);
         }
-        project.saving.clear();
+        let saved = std::mem::take(&mut project.saving);
+        for id in saved {
+            if !project.objects.contains_key(&id) && !project.changed.contains(&id) {
+                project.mtimes.remove(&id);
+            }
+        }
         project.lease = None;
         project.saved_seq = project.saved_seq.max(claim.seq);
         state.leases.remove(&claim.project);

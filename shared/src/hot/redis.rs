@@ -22,7 +22,7 @@ use crate::ids::{ObjectId, ProjectId};
 use crate::limits::Limits;
 use crate::object::Edit;
 use crate::protocol::json_string;
-use crate::stored::StoredObject;
+use crate::stored::{StoredObject, Tombstone};
 
 const JSON_LUA: &str = include_str!("scripts/json.lua");
 
@@ -172,14 +172,20 @@ impl EditStore for RedisHotState {
         project: &ProjectId,
         objects: &[StoredObject],
         seq_floor: u64,
+        stamp_floor: i64,
     ) -> Result<bool, HotError> {
         let keys = ProjectKeys::new(project);
+        let newest = objects
+            .iter()
+            .map(|o| o.updated_at)
+            .fold(stamp_floor, i64::max);
         let mut invocation = LOAD.key(&keys.objects);
         invocation
             .key(&keys.mtimes)
             .key(&keys.meta)
             .arg(seq_floor)
-            .arg(crate::time::now_ms());
+            .arg(crate::time::now_ms())
+            .arg(newest);
         for object in objects {
             // The edit script's merge reads compact JSON only: re-encode whatever layout the store gave us.
             let Ok(body) =
@@ -276,21 +282,23 @@ impl SaveQueue for RedisHotState {
             .key(&keys.saving)
             .key(&keys.objects)
             .key(&keys.mtimes)
+            .key(&keys.meta)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         let mut changes = ChangeSet::default();
-        for ((id, json), mtime) in ids.into_iter().zip(jsons).zip(mtimes) {
+        for ((id, json), stamp) in ids.into_iter().zip(jsons).zip(mtimes) {
             let Ok(id) = ObjectId::parse(id) else {
                 continue;
             };
+            let stamp = stamp.unwrap_or(0);
             match json {
                 Some(json) => changes.upserts.push(StoredObject {
                     id,
                     json,
-                    updated_at: mtime.unwrap_or(0),
+                    updated_at: stamp,
                 }),
-                None => changes.deletes.push(id),
+                None => changes.deletes.push(Tombstone { id, stamp }),
             }
         }
         Ok(changes)
@@ -322,6 +330,9 @@ impl SaveQueue for RedisHotState {
             .key(&keys.lease)
             .key(LEASE_INDEX)
             .key(&keys.meta)
+            .key(&keys.objects)
+            .key(&keys.mtimes)
+            .key(&keys.changed)
             .arg(&claim.token)
             .arg(claim.project.as_str())
             .arg(claim.seq)

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 
 use super::{HotError, Reachable};
-use crate::ids::{ObjectId, ProjectId};
-use crate::stored::StoredObject;
+use crate::ids::ProjectId;
+use crate::stored::{StoredObject, Tombstone};
 
 /// A project claimed by a saver under a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub struct Claim {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChangeSet {
     pub upserts: Vec<StoredObject>,
-    pub deletes: Vec<ObjectId>,
+    pub deletes: Vec<Tombstone>,
 }
 
 impl ChangeSet {
@@ -61,7 +61,8 @@ pub trait SaveQueue: Reachable {
         now_ms: i64,
     ) -> Result<Vec<Claim>, HotError>;
 
-    /// The current state of every object in the claim's changed-set.
+    /// The current state of every object in the claim's changed-set; a deleted one as a tombstone with the stamp of
+    /// its delete.
     async fn read_claim(&self, claim: &Claim) -> Result<ChangeSet, HotError>;
 
     /// Extends the lease; false when the claim was taken over (the caller must stop writing).
@@ -72,7 +73,8 @@ pub trait SaveQueue: Reachable {
         now_ms: i64,
     ) -> Result<bool, HotError>;
 
-    /// The save succeeded: drops the claim's changed-set and lease, and raises the project's `savedSeq` to the
+    /// The save succeeded: drops the claim's changed-set and lease (and the stamps of its deletes, unless deleted
+    /// again since), and raises the project's `savedSeq` to the
     /// claim's `seq` (never lowers it). False when the claim was taken over.
     async fn complete_claim(&self, claim: &Claim) -> Result<bool, HotError>;
 

@@ -1,7 +1,14 @@
 -- A save succeeded: drop the saving-set and the lease, if the claim is still ours, and raise savedSeq to the
--- claim's seq (never lower it: an older claim may complete after a newer one).
--- KEYS: 1 saving, 2 lease, 3 lease index, 4 meta. ARGV: 1 token, 2 project, 3 claim seq.
+-- claim's seq (never lower it: an older claim may complete after a newer one). The stamps of the claim's deletes
+-- are saved now and forgotten, unless the id was edited again since (then the next claim needs its stamp).
+-- KEYS: 1 saving, 2 lease, 3 lease index, 4 meta, 5 objects, 6 mtimes, 7 changed.
+-- ARGV: 1 token, 2 project, 3 claim seq.
 if redis.call('HGET', KEYS[2], 'token') ~= ARGV[1] then return 0 end
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('HEXISTS', KEYS[5], id) == 0 and redis.call('SISMEMBER', KEYS[7], id) == 0 then
+    redis.call('HDEL', KEYS[6], id)
+  end
+end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
 if tonumber(redis.call('HGET', KEYS[4], 'savedSeq') or '0') < tonumber(ARGV[3]) then

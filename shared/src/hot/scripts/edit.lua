@@ -43,12 +43,16 @@ end
 if body and #body > tonumber(ARGV[8]) then return { 'too_large', 0, 0 } end
 
 local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
+-- The edit's stamp orders the durable writes of this id: strictly above every earlier stamp of the project, so
+-- a later edit always wins in DynamoDB whatever the clocks. A delete keeps its stamp until it is saved.
+local stamp = string.format('%d', math.max(tonumber(ARGV[5]),
+  (tonumber(redis.call('HGET', KEYS[3], 'stamp')) or 0) + 1))
+redis.call('HSET', KEYS[3], 'stamp', stamp)
+redis.call('HSET', KEYS[2], id, stamp)
 if op == 'd' then
   redis.call('HDEL', KEYS[1], id)
-  redis.call('HDEL', KEYS[2], id)
 else
   redis.call('HSET', KEYS[1], id, body)
-  redis.call('HSET', KEYS[2], id, ARGV[5])
 end
 redis.call('SADD', KEYS[4], id)
 redis.call('ZADD', KEYS[5], 'NX', ARGV[5], ARGV[11])
