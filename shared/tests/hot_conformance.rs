@@ -1171,12 +1171,27 @@ async fn read_claim_upserts_and_deletes(hot: &dyn HotStore) {
                 "disk1".into(),
                 (
                     json!({"id": "disk1", "type": "rect", "x": 1, "y": 2, "label": "é", "version": 4}),
-                    1_200
+                    // Stamped at 1_200 by its clock, but after an edit stamped 1_500: stamps only go up.
+                    1_501
                 )
             ),
         ])
     );
     assert_eq!(deletes, ["disk2", "gone"]);
+    // A delete travels with its own stamp, as a tombstone.
+    let mut tombstones: Vec<(String, i64)> = hot
+        .read_claim(&claims[0])
+        .await
+        .unwrap()
+        .deletes
+        .into_iter()
+        .map(|t| (t.id.to_string(), t.stamp))
+        .collect();
+    tombstones.sort();
+    assert_eq!(
+        tombstones,
+        [("disk2".into(), 1_502), ("gone".into(), 1_504)]
+    );
     // Reading is repeatable (a retried save reads the same).
     let again = hot.read_claim(&claims[0]).await.unwrap();
     assert_eq!(ids(&again), ["disk1", "disk2", "gone", "new1"]);
