@@ -23,6 +23,7 @@ use rand::Rng;
 use tracing::Instrument;
 
 use crate::lease::{LeaseState, Leases, Renewal};
+use crate::report::RefusedObject;
 use crate::save_error::{RetryReason, SaveError, StopReason};
 
 /// Most attempts per request while the store is unreachable (it is then likely down for every request).
@@ -67,6 +68,9 @@ pub(crate) struct WriteReport {
     /// Writes not needed because the store already held an equal or newer stamp of their key (not in
     /// `items_written`).
     pub(crate) superseded: u64,
+    /// Objects the store refused: held back (counted done for their project, so it completes and the object is
+    /// written again only once it changes).
+    pub(crate) refused: Vec<RefusedObject>,
     pub(crate) requests: u64,
     pub(crate) retries: u64,
 }
@@ -123,6 +127,7 @@ struct Shared<'a> {
     puts: AtomicU64,
     deletes: AtomicU64,
     superseded: AtomicU64,
+    refused: Mutex<Vec<RefusedObject>>,
     requests: AtomicU64,
     retries: AtomicU64,
 }
@@ -198,6 +203,22 @@ impl Shared<'_> {
             .fetch_add(writes.len() as u64, Ordering::Relaxed);
     }
 
+    /// An object the store refused: done for its project (so the project completes and the object waits in the
+    /// hot state until it changes), reported to operators.
+    fn held_back(&self, write: &ItemWrite, error: &DurableError) {
+        if let Some(entry) = self.book().get_mut(&write.project) {
+            entry.written += 1;
+        }
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(RefusedObject {
+                project_id: write.project.to_string(),
+                object_id: write.object_id().to_string(),
+                message: error.to_string(),
+            });
+    }
+
     /// Counts one retry of a request carrying these writes, for the pass and for each of its projects.
     fn retried(&self, writes: &[ItemWrite]) {
         self.retries.fetch_add(1, Ordering::Relaxed);
@@ -269,6 +290,7 @@ pub(crate) async fn write_all(
         puts: AtomicU64::new(0),
         deletes: AtomicU64::new(0),
         superseded: AtomicU64::new(0),
+        refused: Mutex::new(Vec::new()),
         requests: AtomicU64::new(0),
         retries: AtomicU64::new(0),
     };
@@ -283,6 +305,10 @@ pub(crate) async fn write_all(
         puts: shared.puts.into_inner(),
         deletes: shared.deletes.into_inner(),
         superseded: shared.superseded.into_inner(),
+        refused: shared
+            .refused
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner()),
         requests: shared.requests.into_inner(),
         retries: shared.retries.into_inner(),
     }
@@ -352,8 +378,8 @@ async fn send_one(
                     let left = keys(&outcome.unprocessed);
                     let newer = keys(&outcome.superseded);
                     for (write, error) in &outcome.refused {
-                        tracing::error!(project = %write.project, object = %write.object_id(), error = %error, "item refused");
-                        shared.fail(&write.project, &SaveError::Rejected(error.clone()));
+                        tracing::warn!(project = %write.project, object = %write.object_id(), error = %error, "object refused by the store; held back until it changes");
+                        shared.held_back(write, error);
                     }
                     let refused: Vec<ItemWrite> = outcome.refused.into_iter().map(|(w, _)| w).collect();
                     let refused = keys(&refused);

@@ -185,6 +185,7 @@ async fn save_claims(
     outcome.puts = report.puts;
     outcome.deletes = report.deletes;
     outcome.superseded = report.superseded;
+    outcome.refused = report.refused.clone();
     outcome.requests = report.requests;
     outcome.retries = report.retries;
     let mut endings = sorted.decided;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use canvas_shared::durable::dynamo::DynamoStore;
 use canvas_shared::durable::faulty::FaultyStore;
+use canvas_shared::durable::validating::ValidatingStore;
 use canvas_shared::durable::{DurableError, DurableStore, ItemWrite, LoadedProject, WriteOutcome};
 use canvas_shared::ids::ProjectId;
 use canvas_shared::time::now_ms;
@@ -406,5 +407,47 @@ async fn a_timed_out_write_that_lands_late_never_undoes_a_newer_one() {
     assert_eq!(items.keys().collect::<Vec<_>>(), ["kept"]);
     assert_eq!(items["kept"]["x"], 2);
     assert_eq!(items["kept"]["version"], 2);
+    saver.stop().await;
+}
+
+#[tokio::test]
+async fn an_object_the_store_refuses_is_held_back_and_the_rest_is_saved() {
+    let env = Env::start().await;
+    let hot = env.hot();
+    open(hot.as_ref(), "poison").await;
+    for id in ["a", "b", "bad"] {
+        create(hot.as_ref(), "poison", rect(id, 1)).await;
+    }
+    // An object the door would refuse today (an empty property name), as an older gateway may have stored it.
+    env.redis.cli(&[
+        "HSET",
+        "canvas:{poison}:objects",
+        "bad",
+        r#"{"id":"bad","type":"rect","x":1,"y":1,"style":{"":1},"version":1}"#,
+    ]);
+    let store = ValidatingStore::new(env.store.clone());
+    let saver = spawn_saver(Arc::clone(&hot), Arc::new(store), settings()).await;
+    wait_clean(hot.as_ref(), Duration::from_secs(10)).await;
+    let items = query(&env.store, "poison").await;
+    assert_eq!(items.keys().collect::<Vec<_>>(), ["a", "b"]);
+    let m = metrics_json(saver.http).await;
+    assert_eq!(m["autoSave"]["rejectedObjects"], 1, "{m}");
+    assert_eq!(m["autoSave"]["failedSaves"], 0, "{m}");
+    let errors = m["autoSave"]["recentErrors"].as_array().expect("errors");
+    assert!(
+        errors.iter().any(|e| e["projectId"] == "poison"
+            && e["objectId"] == "bad"
+            && e["message"]
+                .as_str()
+                .is_some_and(|s| s.contains("ValidationException"))),
+        "{m}"
+    );
+
+    // Once it changes into something storable, it is saved.
+    update(hot.as_ref(), "poison", "bad", json!({"style": null})).await;
+    wait_clean(hot.as_ref(), Duration::from_secs(10)).await;
+    assert_persisted(hot.as_ref(), &env.store, "poison").await;
+    let m = metrics_json(saver.http).await;
+    assert_eq!(m["autoSave"]["rejectedObjects"], 1, "{m}");
     saver.stop().await;
 }
