@@ -21,6 +21,7 @@ use crate::abuse::Admission;
 use crate::auth::Identity;
 use crate::connection;
 use crate::error::ApiError;
+use crate::object_api::{self, WriteLimits};
 use crate::state::AppState;
 
 /// Read buffer per WebSocket. Idle sockets are the common case and tungstenite zero-fills the whole buffer,
@@ -33,7 +34,9 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// The gateway's routes. Connection counters live here, one set per router (one per gateway).
 pub fn router(state: AppState) -> Router {
     let admission = std::sync::Arc::new(Admission::new(&state.tuning.abuse));
+    let write_limits = std::sync::Arc::new(WriteLimits::new(&state.tuning.abuse));
     Router::new()
+        .merge(object_api::routes())
         .route("/ws/projects/{project}", get(upgrade))
         .route("/api/projects/{project}/objects", get(objects))
         .route("/healthz", get(healthz))
@@ -63,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/client/{file}", get(client_module))
         .layer(Extension(admission))
+        .layer(Extension(write_limits))
         .with_state(state)
 }
 
@@ -118,7 +122,7 @@ async fn client_module(Path(file): Path<String>) -> Response {
 }
 
 /// Checks the project id, then the browser origin, then the credential.
-fn admit(
+pub(crate) fn admit(
     state: &AppState,
     admission: &Admission,
     raw_project: &str,

@@ -19,6 +19,7 @@ mod http;
 mod hub;
 mod loader;
 mod metrics;
+mod object_api;
 mod presence;
 mod state;
 

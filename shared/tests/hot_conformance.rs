@@ -306,16 +306,18 @@ async fn apply_create_update_delete(hot: &dyn HotStore) {
     open(hot, &p).await;
 
     let a = ok(hot, &p, create(rect("o1")), 1_000).await;
+    assert_eq!((&a.id, a.version, a.seq), (&oid("o1"), Some(1), 1));
     assert_eq!(
-        a,
-        Applied {
-            id: oid("o1"),
-            version: Some(1),
-            seq: 1
-        }
+        a.object.as_deref().map(parse),
+        Some(with_version(rect("o1"), 1))
     );
     let a = ok(hot, &p, update("o1", json!({"x": 10})), 1_001).await;
     assert_eq!((a.version, a.seq), (Some(2), 2));
+    assert_eq!(
+        a.object.as_deref().map(parse),
+        Some(json!({"id": "o1", "type": "rect", "x": 10, "y": 2, "version": 2})),
+        "an applied update returns the object as it now is"
+    );
     let a = ok(hot, &p, update("o1", json!({"y": null})), 1_002).await;
     assert_eq!((a.version, a.seq), (Some(3), 3));
     let a = ok(hot, &p, create(rect("o2")), 1_003).await;
@@ -337,7 +339,8 @@ async fn apply_create_update_delete(hot: &dyn HotStore) {
         Applied {
             id: oid("o1"),
             version: None,
-            seq: 5
+            seq: 5,
+            object: None,
         }
     );
     assert_eq!(objects(hot, &p).await.keys().collect::<Vec<_>>(), ["o2"]);

@@ -6,6 +6,35 @@ use tokio::net::TcpStream;
 
 /// GETs `http://host:port/path` with extra headers; returns (status, body).
 pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<(u16, String)> {
+    let response = http_request("GET", url, headers, None).await?;
+    Ok((response.status, response.body))
+}
+
+/// An HTTP response as a test sees it; header names are lower case.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `method` to `http://host:port/path` with extra headers and an optional body.
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> anyhow::Result<HttpResponse> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("only http:// URLs"))?;
@@ -16,11 +45,15 @@ pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<(u1
     let mut stream = TcpStream::connect(host)
         .await
         .with_context(|| format!("connect {host}"))?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
+    if let Some(body) = body {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     request.push_str("\r\n");
+    request.push_str(body.unwrap_or_default());
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
     tokio::time::timeout(
@@ -45,7 +78,17 @@ pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<(u1
     } else {
         body.to_string()
     };
-    Ok((status, body))
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut body: &str) -> String {

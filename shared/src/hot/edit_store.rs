@@ -31,6 +31,19 @@ pub struct Applied {
     pub version: Option<u64>,
     /// The project's sequence number after this edit.
     pub seq: u64,
+    /// The object as JSON text after a create or update (with its new `version`); `None` for a delete.
+    pub object: Option<String>,
+}
+
+/// What the idempotency memory holds for one (project, user, key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// Nobody used the key yet: this request now holds it and must settle it.
+    Claimed,
+    /// A request with this key is being handled right now.
+    InFlight,
+    /// The key was used: the first request's response, as it was settled.
+    Done(String),
 }
 
 /// A project's objects as stored JSON texts (each with its `version`), and the `seq` they reflect.
@@ -107,6 +120,26 @@ pub trait EditStore: Reachable {
         project: &ProjectId,
         origin: &str,
         frame: &str,
+    ) -> Result<(), HotError>;
+
+    /// Claims an idempotency key of `user` on `project` for `ttl_ms`, or says who holds it.
+    async fn claim_idempotency(
+        &self,
+        project: &ProjectId,
+        user: &str,
+        key: &str,
+        ttl_ms: u64,
+    ) -> Result<IdempotencyClaim, HotError>;
+
+    /// Settles a claimed key: with the response to give every repeat for `ttl_ms`, or `None` to release it (the
+    /// request had no lasting effect and may be tried again).
+    async fn settle_idempotency(
+        &self,
+        project: &ProjectId,
+        user: &str,
+        key: &str,
+        response: Option<&str>,
+        ttl_ms: u64,
     ) -> Result<(), HotError>;
 
     /// Starts this process's bus connection; events arrive on `events` until it is dropped.

@@ -41,6 +41,13 @@ impl ProjectKeys {
         }
     }
 
+    /// String: the response to a write with idempotency key `key` by `user` (expires by itself). `%` and `:` in
+    /// the user id are escaped so that no two (user, key) pairs share a name.
+    pub fn idempotency(project: &ProjectId, user: &str, key: &str) -> String {
+        let user = user.replace('%', "%25").replace(':', "%3A");
+        format!("canvas:{{{project}}}:idem:{user}:{key}")
+    }
+
     /// The project id from a channel name, as published by [`ProjectKeys::channel`].
     pub fn project_of_channel(channel: &str) -> Option<ProjectId> {
         let inner = channel.strip_prefix("canvas:{")?.strip_suffix("}:events")?;

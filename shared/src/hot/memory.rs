@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
+use super::keys::ProjectKeys;
 use super::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
-    EditStore, HotError, Reachable, SaveQueue, Snapshot,
+    EditStore, HotError, IdempotencyClaim, Reachable, SaveQueue, Snapshot,
 };
 use crate::ids::{ObjectId, ProjectId};
 use crate::object::{merge_patch, Edit, VERSION_FIELD};
@@ -45,6 +46,8 @@ struct State {
 struct Inner {
     state: Mutex<State>,
     buses: Mutex<Vec<Weak<MemoryBus>>>,
+    /// Idempotency keys: name → (epoch ms it expires, response; empty while its request runs).
+    idempotency: Mutex<HashMap<String, (i64, String)>>,
 }
 
 /// In-memory [`EditStore`] and [`SaveQueue`]; clones share the same state.
@@ -185,6 +188,7 @@ impl EditStore for MemoryHotState {
         project.stamp = ctx.now_ms.max(project.stamp + 1);
         project.mtimes.insert(id.clone(), project.stamp);
         project.changed.insert(id.clone());
+        let object = project.objects.get(&id).map(to_json);
         state.dirty.entry(project_id.clone()).or_insert(ctx.now_ms);
         if let Value::Object(f) = &mut frame {
             f.insert("seq".into(), json!(seq));
@@ -199,7 +203,12 @@ impl EditStore for MemoryHotState {
             trace: crate::telemetry::current_traceparent(),
         });
         drop(state);
-        Ok(Applied { id, version, seq })
+        Ok(Applied {
+            id,
+            version,
+            seq,
+            object,
+        })
     }
 
     async fn snapshot(&self, project: &ProjectId) -> Result<Snapshot, HotError> {
@@ -253,6 +262,49 @@ impl EditStore for MemoryHotState {
             frame: Arc::from(frame),
             trace: None,
         });
+        Ok(())
+    }
+
+    async fn claim_idempotency(
+        &self,
+        project: &ProjectId,
+        user: &str,
+        key: &str,
+        ttl_ms: u64,
+    ) -> Result<IdempotencyClaim, HotError> {
+        let now = crate::time::now_ms();
+        let mut keys = lock(&self.inner.idempotency);
+        keys.retain(|_, (expires, _)| *expires > now);
+        let name = ProjectKeys::idempotency(project, user, key);
+        Ok(match keys.get(&name) {
+            None => {
+                keys.insert(name, (now + ttl_ms as i64, String::new()));
+                IdempotencyClaim::Claimed
+            }
+            Some((_, response)) if response.is_empty() => IdempotencyClaim::InFlight,
+            Some((_, response)) => IdempotencyClaim::Done(response.clone()),
+        })
+    }
+
+    async fn settle_idempotency(
+        &self,
+        project: &ProjectId,
+        user: &str,
+        key: &str,
+        response: Option<&str>,
+        ttl_ms: u64,
+    ) -> Result<(), HotError> {
+        let name = ProjectKeys::idempotency(project, user, key);
+        let mut keys = lock(&self.inner.idempotency);
+        match response {
+            Some(response) => {
+                let expires = crate::time::now_ms() + ttl_ms as i64;
+                keys.insert(name, (expires, response.to_string()));
+            }
+            None => {
+                keys.remove(&name);
+            }
+        }
         Ok(())
     }
 

@@ -18,7 +18,9 @@ use async_trait::async_trait;
 
 use crate::error::{ErrorCode, Rejection};
 
-pub use edit_store::{Applied, Bus, BusEvent, BusMessage, EditContext, EditStore, Snapshot};
+pub use edit_store::{
+    Applied, Bus, BusEvent, BusMessage, EditContext, EditStore, IdempotencyClaim, Snapshot,
+};
 pub use save_queue::{ChangeSet, Claim, DirtySummary, SaveQueue};
 
 /// What went wrong in the hot state.

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use super::keys::{ProjectKeys, DIRTY_INDEX, LEASE_INDEX};
 use super::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
-    EditStore, HotError, Reachable, SaveQueue, Snapshot,
+    EditStore, HotError, IdempotencyClaim, Reachable, SaveQueue, Snapshot,
 };
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::{ObjectId, ProjectId};
@@ -109,7 +109,7 @@ impl EditStore for RedisHotState {
         let trace = span
             .in_scope(crate::telemetry::current_traceparent)
             .unwrap_or_default();
-        let (status, version, seq): (String, u64, u64) = EDIT
+        let reply: Vec<String> = EDIT
             .key(&keys.objects)
             .key(&keys.mtimes)
             .key(&keys.meta)
@@ -132,11 +132,20 @@ impl EditStore for RedisHotState {
             .instrument(span)
             .await
             .map_err(unavailable)?;
-        match status.as_str() {
+        let number = |i: usize| {
+            reply
+                .get(i)
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (version, seq) = (number(1), number(2));
+        let status = reply.first().map(String::as_str).unwrap_or_default();
+        match status {
             "ok" => Ok(Applied {
                 id: id.clone(),
                 version: (!matches!(edit, Edit::Delete { .. })).then_some(version),
                 seq,
+                object: reply.get(3).filter(|body| !body.is_empty()).cloned(),
             }),
             "not_loaded" => Err(HotError::NotLoaded),
             other => Err(refusal(other, version, edit, ctx.limits)),
@@ -217,6 +226,66 @@ impl EditStore for RedisHotState {
         redis::cmd("PUBLISH")
             .arg(channel)
             .arg(format!("{origin}\n0\n\n{frame}"))
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn claim_idempotency(
+        &self,
+        project: &ProjectId,
+        user: &str,
+        key: &str,
+        ttl_ms: u64,
+    ) -> Result<IdempotencyClaim, HotError> {
+        let name = ProjectKeys::idempotency(project, user, key);
+        let mut conn = self.conn.clone();
+        let claimed: Option<String> = redis::cmd("SET")
+            .arg(&name)
+            .arg("")
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if claimed.is_some() {
+            return Ok(IdempotencyClaim::Claimed);
+        }
+        let held: Option<String> = redis::cmd("GET")
+            .arg(&name)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(match held {
+            Some(response) if !response.is_empty() => IdempotencyClaim::Done(response),
+            // Empty: its request is still running. Gone: it expired in between, which a retry soon sorts out.
+            _ => IdempotencyClaim::InFlight,
+        })
+    }
+
+    async fn settle_idempotency(
+        &self,
+        project: &ProjectId,
+        user: &str,
+        key: &str,
+        response: Option<&str>,
+        ttl_ms: u64,
+    ) -> Result<(), HotError> {
+        let name = ProjectKeys::idempotency(project, user, key);
+        let command = match response {
+            Some(response) => {
+                let mut set = redis::cmd("SET");
+                set.arg(&name).arg(response).arg("PX").arg(ttl_ms);
+                set
+            }
+            None => {
+                let mut del = redis::cmd("DEL");
+                del.arg(&name);
+                del
+            }
+        };
+        command
             .query_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)

@@ -4,7 +4,7 @@
 --       update: patch JSON), 5 now ms, 6 `by` as JSON, 7 origin connection id, 8 max object bytes,
 --       9 max objects, 10 channel, 11 project id, 12 traceparent (may be empty),
 --       13 the version an update or delete requires (empty: unconditional)
--- Returns {status, version, seq}; status is ok | not_loaded | exists | not_found | too_large | too_many | bad_type |
+-- Returns {status, version, seq, object JSON after a create or update}; status is ok | not_loaded | exists | not_found | too_large | too_many | bad_type |
 -- version_mismatch (then version is the object's current one)
 if redis.call('EXISTS', KEYS[3]) == 0 then return { 'not_loaded', 0, 0 } end
 local op, id = ARGV[1], ARGV[2]
@@ -67,4 +67,4 @@ else
   frame = '{"type":"deleted","id":' .. ARGV[3] .. tail
 end
 redis.call('PUBLISH', ARGV[10], ARGV[7] .. '\n' .. seq .. '\n' .. ARGV[12] .. '\n' .. frame)
-return { 'ok', version, seq }
+return { 'ok', version, seq, body or '' }
