@@ -8,6 +8,21 @@ use canvas_shared::{ProjectId, Rejection};
 
 use crate::state::AppState;
 
+/// Why an edit did not end in an ack.
+#[derive(Debug, Clone)]
+pub enum EditFailure {
+    /// Not applied, for this reason.
+    Refused(Rejection),
+    /// Sent to the shared state, reply lost: it may have been applied. The client must re-read to know.
+    OutcomeUnknown,
+}
+
+impl From<Rejection> for EditFailure {
+    fn from(r: Rejection) -> Self {
+        EditFailure::Refused(r)
+    }
+}
+
 /// Applies `edit` by `user` from connection `origin`.
 #[tracing::instrument(
     name = "apply_edit",
@@ -20,7 +35,7 @@ pub async fn apply(
     edit: &Edit,
     user: &str,
     origin: &str,
-) -> Result<Applied, Rejection> {
+) -> Result<Applied, EditFailure> {
     let attempt = || {
         let ctx = EditContext {
             by: user,
@@ -39,6 +54,7 @@ pub async fn apply(
     };
     let result = match &applied {
         Ok(_) => "ok",
+        Err(HotError::OutcomeUnknown(_)) => "unknown_outcome",
         Err(e) => e.to_rejection().code.as_str(),
     };
     state.metrics.record_edit(edit.kind(), result);
@@ -52,7 +68,13 @@ pub async fn apply(
         Err(HotError::Unavailable(e)) => {
             tracing::warn!(%project, error = %e, "edit failed: hot state unavailable")
         }
+        Err(HotError::OutcomeUnknown(e)) => {
+            tracing::warn!(%project, error = %e, "edit outcome unknown: the reply never came")
+        }
         Err(_) => {}
     }
-    applied.map_err(|e| e.to_rejection())
+    applied.map_err(|e| match e {
+        HotError::OutcomeUnknown(_) => EditFailure::OutcomeUnknown,
+        other => EditFailure::Refused(other.to_rejection()),
+    })
 }

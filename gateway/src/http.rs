@@ -199,9 +199,10 @@ async fn objects(
         Ok(snapshot) => {
             // Objects are stored as JSON text: splice them in rather than re-encoding.
             let body = format!(
-                "{{\"projectId\":{},\"seq\":{},\"objects\":[{}]}}",
+                "{{\"projectId\":{},\"seq\":{},\"savedSeq\":{},\"objects\":[{}]}}",
                 canvas_shared::protocol::json_string(project.as_str()),
                 snapshot.seq,
+                snapshot.saved_seq,
                 snapshot.objects.join(",")
             );
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()

@@ -57,34 +57,50 @@ impl Loader {
     }
 
     async fn snapshot_once(&self, project: &ProjectId) -> Result<Snapshot, Rejection> {
-        match self.hot.snapshot(project).await {
+        let snapshot = match self.hot.snapshot(project).await {
             Err(HotError::NotLoaded) => {
                 self.ensure_loaded(project).await?;
-                self.hot
-                    .snapshot(project)
-                    .await
-                    .map_err(|e| e.to_rejection())
+                self.hot.snapshot(project).await
             }
-            other => other.map_err(|e| e.to_rejection()),
+            other => other,
         }
+        .map_err(|e| e.to_rejection())?;
+        self.never_below_seen(project, snapshot).await
+    }
+
+    /// A hot state whose `seq` is below what this gateway has already seen for the project rolled back (lost its
+    /// AOF tail, or a replica without the last writes took over): its `seq` is raised first, so no seq a client
+    /// saw is handed out again for a different edit.
+    async fn never_below_seen(
+        &self,
+        project: &ProjectId,
+        snapshot: Snapshot,
+    ) -> Result<Snapshot, Rejection> {
+        let seen = self.hub.last_seq(project);
+        if snapshot.seq >= seen {
+            return Ok(snapshot);
+        }
+        tracing::warn!(%project, hot_seq = snapshot.seq, seen, "hot state seq rolled back; raising it");
+        self.hot
+            .raise_seq(project, seen)
+            .await
+            .map_err(|e| e.to_rejection())?;
+        self.hot
+            .snapshot(project)
+            .await
+            .map_err(|e| e.to_rejection())
     }
 
     /// Installs the project from the durable store unless someone already has.
     pub(crate) async fn ensure_loaded(&self, project: &ProjectId) -> Result<(), Rejection> {
         let gate = self.gate(project);
-        let result = async {
-            let _one_at_a_time = gate.lock().await;
-            match self.hot.snapshot(project).await {
-                Ok(_) => return Ok(()),
-                Err(HotError::NotLoaded) => {}
-                Err(e) => return Err(e.to_rejection()),
-            }
-            self.install(project).await
+        let _one_at_a_time = gate.lock().await;
+        match self.hot.snapshot(project).await {
+            Ok(_) => return Ok(()),
+            Err(HotError::NotLoaded) => {}
+            Err(e) => return Err(e.to_rejection()),
         }
-        .await;
-        drop(gate);
-        self.forget(project);
-        result
+        self.install(project).await
     }
 
     async fn install(&self, project: &ProjectId) -> Result<(), Rejection> {
@@ -95,7 +111,8 @@ impl Loader {
                 "the project could not be loaded from storage; try again",
             )
         })?;
-        let floor = self.hub.last_seq(project);
+        // Above every seq that was saved and every seq this gateway has seen, so none is ever handed out twice.
+        let floor = self.hub.last_seq(project).max(loaded.seq);
         let installed = self
             .hot
             .load(project, &loaded.objects, floor, loaded.stamp_floor)
@@ -108,18 +125,39 @@ impl Loader {
         Ok(())
     }
 
-    fn gate(&self, project: &ProjectId) -> Arc<tokio::sync::Mutex<()>> {
+    fn gate(&self, project: &ProjectId) -> Gate<'_> {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(gates.entry(project.clone()).or_default())
+        Gate {
+            loader: self,
+            project: project.clone(),
+            lock: Arc::clone(gates.entry(project.clone()).or_default()),
+        }
     }
+}
 
-    fn forget(&self, project: &ProjectId) {
-        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+/// One caller's hold on a project's load gate. Dropping it (also when the caller is cancelled mid-load) removes
+/// the gate once nobody else holds it, so the gate map never keeps entries for projects nobody is loading.
+struct Gate<'a> {
+    loader: &'a Loader,
+    project: ProjectId,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Gate<'_> {
+    async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let mut gates = self.loader.gates.lock().unwrap_or_else(|e| e.into_inner());
+        // Two references: the map's and ours. Anyone else waiting holds a third.
         if gates
-            .get(project)
-            .is_some_and(|g| Arc::strong_count(g) == 1)
+            .get(&self.project)
+            .is_some_and(|g| Arc::ptr_eq(g, &self.lock) && Arc::strong_count(g) == 2)
         {
-            gates.remove(project);
+            gates.remove(&self.project);
         }
     }
 }

@@ -501,6 +501,9 @@ mod tests {
         async fn load_project(&self, _: &ProjectId) -> Result<LoadedProject, DurableError> {
             Ok(LoadedProject::default())
         }
+        async fn persist_seq(&self, _: &ProjectId, _: u64) -> Result<(), DurableError> {
+            Ok(())
+        }
         async fn ensure_table(&self, _: bool) -> Result<(), DurableError> {
             Ok(())
         }

@@ -11,6 +11,9 @@ pub(crate) enum SaveError {
     ReadChanges(#[source] HotError),
     #[error("completing the claim failed: {0}")]
     CompleteClaim(#[source] HotError),
+    /// The objects are written, but the project's `seq` watermark is not: the claim is saved again later.
+    #[error("persisting the seq watermark failed: {0}")]
+    PersistWatermark(#[source] DurableError),
     #[error("lease renewal failed: {0}")]
     RenewLease(#[source] HotError),
     /// Renewed, but already too close to the lease's end (Redis answered very slowly).

@@ -311,7 +311,7 @@ async fn release_claims(
                     Ending::Lost => "leave",
                 },
             );
-            let ending = finish(ctx.hot.as_ref(), &leases, &claim, ending)
+            let ending = finish(ctx, &leases, &claim, ending)
                 .instrument(release)
                 .await;
             let label = match &ending {
@@ -389,8 +389,26 @@ fn ending_of(written: &ProjectWrites) -> Ending {
     }
 }
 
-/// Completes a fully written claim or puts a failed one back. A lost claim is left alone.
-async fn finish(hot: &dyn SaveQueue, leases: &Leases, claim: &Claim, ending: Ending) -> Ending {
+/// Persists the claim's `seq` with its objects (a conditional raise: a late, older watermark never lowers it), so
+/// that a cold load after Redis lost the project resumes above every seq whose edits were saved.
+async fn persist_watermark(durable: &dyn DurableStore, claim: &Claim) -> Result<(), SaveError> {
+    durable
+        .persist_seq(&claim.project, claim.seq)
+        .await
+        .map_err(SaveError::PersistWatermark)
+}
+
+/// Completes a fully written claim (after persisting its watermark) or puts a failed one back. A lost claim is
+/// left alone.
+async fn finish(ctx: &PassContext, leases: &Leases, claim: &Claim, ending: Ending) -> Ending {
+    let hot = ctx.hot.as_ref();
+    let ending = match ending {
+        Ending::Saved => match persist_watermark(ctx.durable.as_ref(), claim).await {
+            Ok(()) => Ending::Saved,
+            Err(error) => Ending::Failed(error),
+        },
+        other => other,
+    };
     let ending = match ending {
         Ending::Saved => match hot.complete_claim(claim).await {
             Ok(true) => Ending::Saved,

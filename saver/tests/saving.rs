@@ -267,6 +267,10 @@ impl DurableStore for Recording {
         self.inner.load_project(project).await
     }
 
+    async fn persist_seq(&self, project: &ProjectId, seq: u64) -> Result<(), DurableError> {
+        self.inner.persist_seq(project, seq).await
+    }
+
     async fn ensure_table(&self, create: bool) -> Result<(), DurableError> {
         self.inner.ensure_table(create).await
     }

@@ -183,6 +183,15 @@ pub enum ServerMessage<'a> {
         #[serde(rename = "clientId")]
         client_id: &'a str,
     },
+    /// Every edit of the project up to `seq` is in the durable store.
+    Saved { seq: u64 },
+    /// The edit was sent to the shared state but its reply never came: it may or may not be applied. A fresh
+    /// snapshot follows, from which the client learns which.
+    UnknownOutcome {
+        #[serde(rename = "reqId", skip_serializing_if = "Option::is_none")]
+        req_id: Option<&'a str>,
+        message: &'a str,
+    },
 }
 
 impl ServerMessage<'_> {
@@ -198,14 +207,17 @@ impl ServerMessage<'_> {
 pub fn snapshot_frame(
     project: &str,
     seq: u64,
+    saved_seq: u64,
     client_id: Option<&str>,
     objects: &[String],
 ) -> String {
-    let mut out = String::with_capacity(64 + objects.iter().map(|o| o.len() + 1).sum::<usize>());
+    let mut out = String::with_capacity(80 + objects.iter().map(|o| o.len() + 1).sum::<usize>());
     out.push_str(r#"{"type":"snapshot","projectId":"#);
     out.push_str(&json_string(project));
     out.push_str(r#","seq":"#);
     out.push_str(&seq.to_string());
+    out.push_str(r#","savedSeq":"#);
+    out.push_str(&saved_seq.to_string());
     if let Some(client_id) = client_id {
         out.push_str(r#","clientId":"#);
         out.push_str(&json_string(client_id));
@@ -330,12 +342,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(del, json!({"type":"ack","id":"o1","seq":2}));
-        let snap: Value =
-            serde_json::from_str(&snapshot_frame("p1", 42, None, &[r#"{"id":"o1"}"#.into()]))
-                .unwrap();
+        let snap: Value = serde_json::from_str(&snapshot_frame(
+            "p1",
+            42,
+            40,
+            None,
+            &[r#"{"id":"o1"}"#.into()],
+        ))
+        .unwrap();
         assert_eq!(
             snap,
-            json!({"type":"snapshot","projectId":"p1","seq":42,"objects":[{"id":"o1"}]})
+            json!({"type":"snapshot","projectId":"p1","seq":42,"savedSeq":40,"objects":[{"id":"o1"}]})
         );
         let left: Value =
             serde_json::from_str(&ServerMessage::PresenceLeft { client_id: "c1" }.to_text())

@@ -32,6 +32,9 @@ pub enum Outbound {
     },
     /// Send a fresh snapshot (on connect, on `resync`, after the bus lost messages).
     Resync { req_id: Option<String> },
+    /// An edit's outcome is unknown: send this `unknown_outcome` frame, then a fresh snapshot from which the
+    /// client learns whether it was applied.
+    UnknownOutcome { frame: String },
     /// Close the socket with this code.
     Close { code: u16, reason: &'static str },
 }

@@ -2,6 +2,7 @@
 //! for the writer. Edits and resyncs pass a per-connection token bucket first.
 
 use axum::extract::ws::{Message, WebSocket};
+use canvas_shared::hot::OUTCOME_UNKNOWN_MESSAGE;
 use canvas_shared::protocol::{parse_client_frame, ClientMessage, ServerMessage};
 use canvas_shared::{ErrorCode, Rejection};
 use futures_util::stream::SplitStream;
@@ -14,7 +15,7 @@ use super::outbox::{Outbound, OutboxSender};
 use super::Conn;
 use crate::abuse::TokenBucket;
 use crate::auth::Role;
-use crate::edit;
+use crate::edit::{self, EditFailure};
 use crate::presence::PresenceLimiter;
 use crate::state::AppState;
 
@@ -187,7 +188,14 @@ async fn handle_text(
                         frame: ack.to_text(),
                     })
                 }
-                Err(r) => Some(rejection_reply(req_id, &r)),
+                Err(EditFailure::Refused(r)) => Some(rejection_reply(req_id, &r)),
+                Err(EditFailure::OutcomeUnknown) => Some(Outbound::UnknownOutcome {
+                    frame: ServerMessage::UnknownOutcome {
+                        req_id,
+                        message: OUTCOME_UNKNOWN_MESSAGE,
+                    }
+                    .to_text(),
+                }),
             }
         }
     }

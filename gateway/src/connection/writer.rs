@@ -113,6 +113,11 @@ impl<'a> Writer<'a> {
             Outbound::Reply(text) | Outbound::Error { frame: text, .. } => vec![text.into()],
             Outbound::Close { code, reason } => return Err(End::Close { code, reason }),
             Outbound::Resync { req_id } => return self.resync(req_id).await,
+            Outbound::UnknownOutcome { frame } => {
+                let mut frames = vec![Utf8Bytes::from(frame)];
+                frames.extend(self.resync(None).await?);
+                return Ok(frames);
+            }
         };
         Ok(frames)
     }
@@ -145,6 +150,7 @@ impl<'a> Writer<'a> {
         let mut text = snapshot_frame(
             conn.project.as_str(),
             snapshot.seq,
+            snapshot.saved_seq,
             Some(&conn.id),
             &snapshot.objects,
         );

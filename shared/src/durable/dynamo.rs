@@ -11,6 +11,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
     ScalarAttributeType, TableStatus, WriteRequest,
@@ -20,6 +21,7 @@ use aws_sdk_dynamodb::Client;
 use super::item::{self, NEWER_ONLY, OBJECT_KEY, PROJECT_KEY, UPDATED_AT};
 use super::{
     check_group, DurableError, DurableStore, ItemWrite, LoadedProject, WriteOp, WriteOutcome,
+    SEQ_ITEM_ID,
 };
 use crate::config::DynamoArgs;
 use crate::ids::ProjectId;
@@ -295,6 +297,9 @@ impl DurableStore for DynamoStore {
                 .await
                 .map_err(|e| self.classify(e))?;
             for found in out.items() {
+                if item::is_system_item(found) {
+                    loaded.seq = loaded.seq.max(item::seq_of(found));
+                }
                 loaded.stamp_floor = loaded.stamp_floor.max(item::stamp_of(found));
                 loaded.objects.extend(item::from_item(found));
             }
@@ -304,6 +309,34 @@ impl DurableStore for DynamoStore {
             }
         }
         Ok(loaded)
+    }
+
+    async fn persist_seq(&self, project: &ProjectId, seq: u64) -> Result<(), DurableError> {
+        let mut watermark = item::key_of_id(project, SEQ_ITEM_ID);
+        watermark.insert(item::SEQ.into(), AttributeValue::N(seq.to_string()));
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(watermark))
+            .condition_expression("attribute_not_exists(#s) OR #s < :s")
+            .expression_attribute_names("#s", item::SEQ)
+            .expression_attribute_values(":s", AttributeValue::N(seq.to_string()))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            // A watermark at or above this one is already stored: nothing to raise.
+            Err(SdkError::ServiceError(service))
+                if matches!(
+                    service.err(),
+                    PutItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.classify(e)),
+        }
     }
 
     async fn ensure_table(&self, create: bool) -> Result<(), DurableError> {

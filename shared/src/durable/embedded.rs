@@ -19,6 +19,8 @@ const OBJECTS: TableDefinition<(&str, &str), (&str, i64)> = TableDefinition::new
 
 /// The JSON text of a tombstone: no object is ever stored as an empty text.
 const TOMBSTONE: &str = "";
+/// project id → the persisted `seq` watermark (DynamoDB keeps it as the project's `~seq` item).
+const SEQS: TableDefinition<&str, u64> = TableDefinition::new("canvas_seqs");
 
 /// redb-backed [`DurableStore`]; clones share the database.
 #[derive(Clone)]
@@ -47,6 +49,7 @@ impl EmbeddedStore {
     fn create_table(&self) -> Result<(), DurableError> {
         let txn = self.db.begin_write().map_err(failed)?;
         txn.open_table(OBJECTS).map_err(failed)?;
+        txn.open_table(SEQS).map_err(failed)?;
         txn.commit().map_err(failed)
     }
 
@@ -117,7 +120,31 @@ impl DurableStore for EmbeddedStore {
                     });
                 }
             }
+            let seqs = txn.open_table(SEQS).map_err(failed)?;
+            loaded.seq = seqs
+                .get(project.as_str())
+                .map_err(failed)?
+                .map_or(0, |seq| seq.value());
             Ok(loaded)
+        })
+        .await
+    }
+
+    async fn persist_seq(&self, project: &ProjectId, seq: u64) -> Result<(), DurableError> {
+        let project = project.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(failed)?;
+            {
+                let mut seqs = txn.open_table(SEQS).map_err(failed)?;
+                let stored = seqs
+                    .get(project.as_str())
+                    .map_err(failed)?
+                    .map_or(0, |s| s.value());
+                if seq > stored {
+                    seqs.insert(project.as_str(), seq).map_err(failed)?;
+                }
+            }
+            txn.commit().map_err(failed)
         })
         .await
     }

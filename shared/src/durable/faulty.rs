@@ -110,6 +110,13 @@ impl<S: DurableStore> DurableStore for FaultyStore<S> {
         self.inner.load_project(project).await
     }
 
+    async fn persist_seq(&self, project: &ProjectId, seq: u64) -> Result<(), DurableError> {
+        if self.faults.down.load(Ordering::SeqCst) {
+            return Err(DurableError::Unavailable("injected outage".into()));
+        }
+        self.inner.persist_seq(project, seq).await
+    }
+
     async fn ensure_table(&self, create: bool) -> Result<(), DurableError> {
         self.inner.ensure_table(create).await
     }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Map, Number, Value};
 
+use super::SEQ_ITEM_ID;
 use crate::ids::{ObjectId, ProjectId};
 use crate::stored::{StoredObject, Tombstone};
 
@@ -21,6 +22,8 @@ pub const SYSTEM_PREFIX: char = '~';
 
 /// The condition on every write: the key holds nothing, or something older. `:stamp` is the write's stamp.
 pub const NEWER_ONLY: &str = "attribute_not_exists(#updatedAt) OR #updatedAt < :stamp";
+/// The attribute of the `seq` watermark item.
+pub const SEQ: &str = "seq";
 
 pub fn to_attribute(value: &Value) -> AttributeValue {
     match value {
@@ -92,6 +95,11 @@ pub fn to_item(project: &ProjectId, object: &StoredObject) -> HashMap<String, At
 
 /// The primary key of an item.
 pub fn key(project: &ProjectId, id: &ObjectId) -> HashMap<String, AttributeValue> {
+    key_of_id(project, id.as_str())
+}
+
+/// The primary key of an item by its raw object id (system items have ids no object may take).
+pub fn key_of_id(project: &ProjectId, id: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (
             PROJECT_KEY.to_string(),
@@ -99,6 +107,21 @@ pub fn key(project: &ProjectId, id: &ObjectId) -> HashMap<String, AttributeValue
         ),
         (OBJECT_KEY.to_string(), AttributeValue::S(id.to_string())),
     ])
+}
+
+/// A system item (its object id starts with [`SYSTEM_PREFIX`]), never an object.
+pub fn is_system_item(item: &HashMap<String, AttributeValue>) -> bool {
+    matches!(item.get(OBJECT_KEY), Some(AttributeValue::S(id)) if id.starts_with(SYSTEM_PREFIX))
+}
+
+/// The `seq` a watermark item holds (0 for any other item).
+pub fn seq_of(item: &HashMap<String, AttributeValue>) -> u64 {
+    match (item.get(OBJECT_KEY), item.get(SEQ)) {
+        (Some(AttributeValue::S(id)), Some(AttributeValue::N(n))) if id == SEQ_ITEM_ID => {
+            n.parse().unwrap_or(0)
+        }
+        _ => 0,
+    }
 }
 
 /// The tombstone item of a deleted object: `deletedAt` is the delete's stamp, as is `updatedAt`.

@@ -106,6 +106,9 @@ pub struct LoadedProject {
     /// The newest stamp among all of the project's items, tombstones included (0 when there are none): a new life
     /// of the project in the hot state stamps its edits above it.
     pub stamp_floor: i64,
+    /// The persisted `seq` watermark (0 when nothing was ever saved): a cold load resumes above it, so a Redis
+    /// that lost the project never hands out a `seq` a client already saw.
+    pub seq: u64,
 }
 
 /// What went wrong in the durable store.
@@ -138,6 +141,9 @@ impl DurableError {
     }
 }
 
+/// The object id of a project's `seq` watermark item.
+pub const SEQ_ITEM_ID: &str = "~seq";
+
 /// The durable store.
 #[async_trait]
 pub trait DurableStore: Send + Sync + 'static {
@@ -147,6 +153,10 @@ pub trait DurableStore: Send + Sync + 'static {
 
     /// Every object of a project (all pages), and the newest stamp the project's items carry.
     async fn load_project(&self, project: &ProjectId) -> Result<LoadedProject, DurableError>;
+
+    /// Raises the project's persisted `seq` watermark to `seq`; a lower or equal `seq` changes nothing (a late
+    /// write of an older watermark can never lower it).
+    async fn persist_seq(&self, project: &ProjectId, seq: u64) -> Result<(), DurableError>;
 
     /// Checks that the table exists and is usable; creates it first when `create` is true.
     async fn ensure_table(&self, create: bool) -> Result<(), DurableError>;

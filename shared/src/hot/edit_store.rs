@@ -114,6 +114,11 @@ pub trait EditStore: Reachable {
         stamp_floor: i64,
     ) -> Result<bool, HotError>;
 
+    /// Raises the project's `seq` to at least `floor` (a Redis that rolled back, e.g. after losing its AOF tail or
+    /// a failover, must not hand out seqs clients already saw). Returns the project's `seq` afterwards, or
+    /// [`HotError::NotLoaded`].
+    async fn raise_seq(&self, project: &ProjectId, floor: u64) -> Result<u64, HotError>;
+
     /// Publishes an ephemeral frame (presence) to every gateway subscribed to the project.
     async fn publish_ephemeral(
         &self,

@@ -9,12 +9,14 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::keys::ProjectKeys;
+use super::save_queue::SAVED_ORIGIN;
 use super::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
     EditStore, HotError, IdempotencyClaim, Reachable, SaveQueue, Snapshot,
 };
 use crate::ids::{ObjectId, ProjectId};
 use crate::object::{merge_patch, Edit, VERSION_FIELD};
+use crate::protocol::ServerMessage;
 use crate::stored::{StoredObject, Tombstone};
 
 #[derive(Default)]
@@ -219,6 +221,13 @@ impl EditStore for MemoryHotState {
             saved_seq: project.saved_seq,
             objects: project.objects.values().map(to_json).collect(),
         })
+    }
+
+    async fn raise_seq(&self, project: &ProjectId, floor: u64) -> Result<u64, HotError> {
+        let mut state = lock(&self.inner.state);
+        let project = state.projects.get_mut(project).ok_or(HotError::NotLoaded)?;
+        project.seq = project.seq.max(floor);
+        Ok(project.seq)
     }
 
     async fn load(
@@ -451,8 +460,19 @@ impl SaveQueue for MemoryHotState {
             }
         }
         project.lease = None;
+        let raised = claim.seq > project.saved_seq;
         project.saved_seq = project.saved_seq.max(claim.seq);
         state.leases.remove(&claim.project);
+        if raised {
+            // Published under the state lock, after every edit it covers, as Redis's script does.
+            self.publish(BusMessage {
+                project: claim.project.clone(),
+                origin: SAVED_ORIGIN.to_string(),
+                seq: 0,
+                frame: Arc::from(ServerMessage::Saved { seq: claim.seq }.to_text()),
+                trace: None,
+            });
+        }
         Ok(true)
     }
 

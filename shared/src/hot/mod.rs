@@ -23,6 +23,10 @@ pub use edit_store::{
 };
 pub use save_queue::{ChangeSet, Claim, DirtySummary, SaveQueue};
 
+/// What a client is told when an edit's outcome is unknown.
+pub const OUTCOME_UNKNOWN_MESSAGE: &str =
+    "the shared state did not answer in time; the edit may or may not have been applied";
+
 /// What went wrong in the hot state.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HotError {
@@ -32,9 +36,13 @@ pub enum HotError {
     /// The edit is refused (conflict, not_found, too_large, bad_request).
     #[error(transparent)]
     Rejected(#[from] Rejection),
-    /// The hot state could not be reached or answered with an error.
+    /// The hot state could not be reached or answered with an error: the call did not run.
     #[error("hot state unavailable: {0}")]
     Unavailable(String),
+    /// The call was sent but its reply never came (timed out, or the connection died after sending): it may have
+    /// run. An edit that ends so must never be reported as not applied.
+    #[error("hot state outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl HotError {
@@ -49,6 +57,9 @@ impl HotError {
                 ErrorCode::Unavailable,
                 "shared state is unreachable; the edit was not applied",
             ),
+            HotError::OutcomeUnknown(_) => {
+                Rejection::new(ErrorCode::Unavailable, OUTCOME_UNKNOWN_MESSAGE)
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, Mutex};
 use tracing::Instrument;
 
 use super::keys::{ProjectKeys, DIRTY_INDEX, LEASE_INDEX};
+use super::save_queue::SAVED_ORIGIN;
 use super::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
     EditStore, HotError, IdempotencyClaim, Reachable, SaveQueue, Snapshot,
@@ -33,6 +34,8 @@ fn with_json(body: &str) -> Script {
 static EDIT: LazyLock<Script> = LazyLock::new(|| with_json(include_str!("scripts/edit.lua")));
 static SNAPSHOT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/snapshot.lua")));
+static RAISE_SEQ: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/raise_seq.lua")));
 static LOAD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/load.lua")));
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/claim.lua")));
 static READ_CLAIM: LazyLock<Script> =
@@ -50,6 +53,22 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn unavailable(err: impl std::fmt::Display) -> HotError {
     HotError::Unavailable(err.to_string())
+}
+
+/// A failed edit call: `Unavailable` only when Redis provably never ran it (no connection could be made, or Redis
+/// answered with an error, which a script reports before it writes); anything else (a timed-out reply, a
+/// connection lost after sending) leaves its outcome unknown.
+fn edit_failure(err: redis::RedisError) -> HotError {
+    let never_ran = err.is_connection_refusal()
+        || matches!(
+            err.kind(),
+            redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+        );
+    if never_ran {
+        unavailable(err)
+    } else {
+        HotError::OutcomeUnknown(err.to_string())
+    }
 }
 
 /// Redis-backed [`EditStore`] and [`SaveQueue`].
@@ -131,7 +150,7 @@ impl EditStore for RedisHotState {
             .invoke_async(&mut self.conn.clone())
             .instrument(span)
             .await
-            .map_err(unavailable)?;
+            .map_err(edit_failure)?;
         let number = |i: usize| {
             reply
                 .get(i)
@@ -174,6 +193,17 @@ impl EditStore for RedisHotState {
             saved_seq,
             objects: reply.collect(),
         })
+    }
+
+    async fn raise_seq(&self, project: &ProjectId, floor: u64) -> Result<u64, HotError> {
+        let keys = ProjectKeys::new(project);
+        let seq: Option<u64> = RAISE_SEQ
+            .key(&keys.meta)
+            .arg(floor)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        seq.ok_or(HotError::NotLoaded)
     }
 
     async fn load(
@@ -405,6 +435,8 @@ impl SaveQueue for RedisHotState {
             .arg(&claim.token)
             .arg(claim.project.as_str())
             .arg(claim.seq)
+            .arg(&keys.channel)
+            .arg(SAVED_ORIGIN)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
