@@ -55,19 +55,14 @@ fn unavailable(err: impl std::fmt::Display) -> HotError {
     HotError::Unavailable(err.to_string())
 }
 
-/// A failed edit call: `Unavailable` only when Redis provably never ran it (no connection could be made, or Redis
-/// answered with an error, which a script reports before it writes); anything else (a timed-out reply, a
-/// connection lost after sending) leaves its outcome unknown.
+/// A failed edit call: a reply that timed out leaves its outcome unknown (Redis may run the script after all);
+/// every other failure is `Unavailable`. A connection that dies after the call was written is not yet told apart
+/// from one that was already dead (the client library reports both alike).
 fn edit_failure(err: redis::RedisError) -> HotError {
-    let never_ran = err.is_connection_refusal()
-        || matches!(
-            err.kind(),
-            redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
-        );
-    if never_ran {
-        unavailable(err)
-    } else {
+    if err.is_timeout() {
         HotError::OutcomeUnknown(err.to_string())
+    } else {
+        unavailable(err)
     }
 }
 
