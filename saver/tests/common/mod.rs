@@ -222,6 +222,10 @@ pub async fn query(store: &DynamoStore, project: &str) -> BTreeMap<String, Value
             .expect("query");
         for raw in page.items() {
             let Some(object) = item::from_item(raw) else {
+                // The project's seq watermark: a system item, never an object.
+                if item::is_system_item(raw) {
+                    continue;
+                }
                 // A deleted object's tombstone: absent for every reader.
                 assert!(raw.contains_key(item::DELETED_AT), "our item: {raw:?}");
                 continue;
