@@ -8,7 +8,7 @@ import { Connection, normalizeBaseUrl } from './connection.js';
 import { CanvasError, fromErrorFrame } from './errors.js';
 import { Emitter } from './emitter.js';
 import { isPlainObject, jsonEqual, patchObject } from './merge-patch.js';
-import { editFrame, Outbox, QUEUED, SENT } from './outbox.js';
+import { editFrame, IN_DOUBT, Outbox, QUEUED, SENT } from './outbox.js';
 
 export const DEFAULTS = Object.freeze({
   maxQueue: 1000,
@@ -318,6 +318,9 @@ export class CanvasDocument {
       case 'error':
         this.#onError(frame);
         break;
+      case 'unknown_outcome':
+        this.#onUnknownOutcome(frame);
+        break;
       case 'saved':
         this.#noteSaved(frame.seq);
         break;
@@ -404,6 +407,18 @@ export class CanvasDocument {
       : { id: entry.id, version: frame.version, seq: frame.seq });
     this.#pendingChanged();
     this.#flush();
+  }
+
+  /**
+   * The server sent the edit on but lost the reply: it may or may not be applied. The edit is in doubt, like one
+   * sent on a socket that died, and the fresh snapshot the server sends next decides it (a snapshot that never
+   * comes restarts the connection, which decides it too).
+   */
+  #onUnknownOutcome(frame) {
+    const entry = this.#outbox.all().find((e) => e.reqId === frame.reqId && e.state === SENT);
+    if (!entry) return;
+    entry.state = IN_DOUBT;
+    this.#beginSync(null, false);
   }
 
   #onError(frame) {
@@ -524,11 +539,22 @@ export class CanvasDocument {
   /** The state is whole again. On a new socket: settle edits in doubt, go live, send what waited. */
   #synced(initial) {
     if (!initial) {
+      this.#settleInDoubt();
       this.#flush();
       return;
     }
     this.#socketSynced = true;
     this.#connection.healthy();
+    this.#settleInDoubt();
+    this.#setStatus('live');
+    this.#settleReady.resolve();
+    this.#presenceSentAt = -Infinity;
+    this.#sendPresence();
+    this.#flush();
+  }
+
+  /** Decides every edit in doubt from the state just made whole: applied ones resolve, the rest are sent again. */
+  #settleInDoubt() {
     const settled = this.#outbox.reconcile(this.#confirmed);
     for (const entry of settled) {
       const current = this.#confirmed.get(entry.id);
@@ -538,11 +564,6 @@ export class CanvasDocument {
         : { id: entry.id, version: current.version, seq: this.#seq });
     }
     if (settled.length) this.#pendingChanged();
-    this.#setStatus('live');
-    this.#settleReady.resolve();
-    this.#presenceSentAt = -Infinity;
-    this.#sendPresence();
-    this.#flush();
   }
 
   // ------------------------------------------------------------------ the view

@@ -337,32 +337,30 @@ describe('server limits and refusals', () => {
   });
 });
 
-describe('features the server adds next', () => {
-  test('ifVersion: a stale conditional update is refused with conflict and the current version',
-    { skip: 'server has no ifVersion yet' }, async () => {
-      const project = projectId('if-version');
-      const a = await join({ url: g1.url, projectId: project });
-      const b = await join({ url: g2.url, projectId: project, token: makeToken('bob') });
-      const { version } = await a.create({ id: 'v', type: 'rect', x: 0 });
-      await eventually('b sees it', () => b.objects.has('v'));
-      await b.update('v', { x: 1 }, { ifVersion: version });
-      await assert.rejects(a.update('v', { x: 2 }, { ifVersion: version }),
-        (err) => err.code === 'conflict' && err.version === 2);
-      await eventually('a rolled back to the server copy', () => a.objects.get('v')?.x === 1);
-      await assert.rejects(a.delete('v', { ifVersion: 1 }), { code: 'conflict' });
-      await a.delete('v', { ifVersion: 2 });
-    });
+describe('conditional edits and saved', () => {
+  test('ifVersion: a stale conditional update is refused with conflict and the current version', async () => {
+    const project = projectId('if-version');
+    const a = await join({ url: g1.url, projectId: project });
+    const b = await join({ url: g2.url, projectId: project, token: makeToken('bob') });
+    const { version } = await a.create({ id: 'v', type: 'rect', x: 0 });
+    await eventually('b sees it', () => b.objects.has('v'));
+    await b.update('v', { x: 1 }, { ifVersion: version });
+    await assert.rejects(a.update('v', { x: 2 }, { ifVersion: version }),
+      (err) => err.code === 'conflict' && err.version === 2);
+    await eventually('a rolled back to the server copy', () => a.objects.get('v')?.x === 1);
+    await assert.rejects(a.delete('v', { ifVersion: 1 }), { code: 'conflict' });
+    await a.delete('v', { ifVersion: 2 });
+  });
 
-  test('saved: savedSeq arrives with the snapshot and rises to cover acked edits',
-    { skip: 'server sends no savedSeq / saved yet' }, async () => {
-      const doc = await join({ url: g1.url, projectId: projectId('saved') });
-      assert.equal(typeof doc.savedSeq, 'number');
-      const saved = [];
-      doc.on('saved', (seq) => saved.push(seq));
-      const { seq } = await doc.create({ type: 'rect' });
-      await eventually('the saver persisted the edit', () => doc.savedSeq >= seq);
-      assert.ok(saved.at(-1) >= seq);
-    });
+  test('saved: savedSeq arrives with the snapshot and rises to cover acked edits', async () => {
+    const doc = await join({ url: g1.url, projectId: projectId('saved') });
+    assert.equal(typeof doc.savedSeq, 'number');
+    const saved = [];
+    doc.on('saved', (seq) => saved.push(seq));
+    const { seq } = await doc.create({ type: 'rect' });
+    await eventually('the saver persisted the edit', () => doc.savedSeq >= seq);
+    assert.ok(saved.at(-1) >= seq);
+  });
 });
 
 describe('the demo page', () => {

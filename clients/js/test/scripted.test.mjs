@@ -1,5 +1,6 @@
 // The client against a scripted peer that speaks frames of the contract today's gateway does not send yet
-// (resume's caught_up, savedSeq and saved) and close codes that are hard to provoke from a real one (1013, 1008).
+// (resume's caught_up) or sends only under faults (unknown_outcome, saved at chosen seqs), and close codes that are
+// hard to provoke from a real one (1013, 1008).
 // The real-gateway tests in live.test.mjs cover the rest; these switch to real gateways as the features land.
 
 import assert from 'node:assert/strict';
@@ -148,4 +149,34 @@ test('a resync refused with rate_limited is asked again after a pause', async ()
   });
   const doc = await join(url);
   await eventually('resynced after the gap', () => doc.seq === 3 && doc.objects.has('late'));
+});
+
+test('unknown_outcome: the snapshot that follows decides the edit, without a reconnect', async () => {
+  let connections = 0;
+  const { url } = await scriptedServer((socket) => {
+    connections += 1;
+    send(socket, { type: 'snapshot', projectId: 'p1', seq: 5, clientId: 'c1', objects: [{ id: 'a', type: 'rect', x: 0, version: 1 }] });
+    socket.on('message', (data) => {
+      const frame = JSON.parse(String(data));
+      if (frame.type === 'create') {
+        // Applied, reply lost: the snapshot shows it.
+        send(socket, { type: 'unknown_outcome', reqId: frame.reqId, message: 'may have been applied' });
+        send(socket, { type: 'snapshot', projectId: 'p1', seq: 6, clientId: 'c1', objects: [
+          { id: 'a', type: 'rect', x: 0, version: 1 }, { id: 'b', type: 'rect', version: 1 }] });
+      } else if (frame.type === 'update' && socket.frames.filter((f) => f.type === 'update').length === 1) {
+        // Not applied, reply lost: the snapshot does not show it, so the edit is sent again.
+        send(socket, { type: 'unknown_outcome', reqId: frame.reqId, message: 'may have been applied' });
+        send(socket, { type: 'snapshot', projectId: 'p1', seq: 6, clientId: 'c1', objects: [
+          { id: 'a', type: 'rect', x: 0, version: 1 }, { id: 'b', type: 'rect', version: 1 }] });
+      } else if (frame.type === 'update') {
+        send(socket, { type: 'ack', reqId: frame.reqId, id: 'a', version: 2, seq: 7 });
+      }
+    });
+  });
+  const doc = await join(url);
+  assert.deepEqual(await doc.create({ id: 'b', type: 'rect' }), { id: 'b', version: 1, seq: 6 });
+  assert.deepEqual(await doc.update('a', { x: 1 }), { id: 'a', version: 2, seq: 7 });
+  assert.equal(connections, 1, 'settled on the same socket');
+  assert.equal(doc.objects.get('a').x, 1);
+  assert.equal(doc.pendingCount, 0);
 });

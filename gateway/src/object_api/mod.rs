@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::abuse::Admission;
 use crate::auth::{Identity, Role};
-use crate::edit;
+use crate::edit::{self, EditFailure};
 use crate::http::admit;
 use crate::state::AppState;
 use error::ObjectApiError;
@@ -315,10 +315,19 @@ async fn apply_once(
     }
     let outcome = edit::apply(&request.state, project, edit, user, HTTP_ORIGIN).await;
     // A write that failed for want of the shared state changed nothing: its key stays free for the retry.
-    let lasting = !matches!(&outcome, Err(r) if r.code == ErrorCode::Unavailable);
+    // A write whose reply was lost may have been applied: its key keeps that answer, so a retry never applies it
+    // twice.
+    let lasting =
+        !matches!(&outcome, Err(EditFailure::Refused(r)) if r.code == ErrorCode::Unavailable);
     let answer = match outcome {
         Ok(applied) => applied_answer(edit, &applied),
-        Err(r) => ObjectApiError::from(r).into(),
+        Err(EditFailure::Refused(r)) => ObjectApiError::from(r).into(),
+        Err(EditFailure::OutcomeUnknown) => ObjectApiError::from(Rejection::new(
+            ErrorCode::Unavailable,
+            "the shared state did not answer in time and the write may have been applied; read the object \
+             before writing it again",
+        ))
+        .into(),
     };
     if let Some(key) = key {
         let settled = lasting.then(|| answer.encode());
