@@ -18,6 +18,7 @@ use axum::{Extension, Router};
 use canvas_shared::ProjectId;
 
 use crate::abuse::Admission;
+use crate::admission::admit;
 use crate::auth::Identity;
 use crate::connection;
 use crate::error::ApiError;
@@ -119,24 +120,6 @@ async fn client_module(Path(file): Path<String>) -> Response {
         Some((_, body)) => page("text/javascript; charset=utf-8", body),
         None => StatusCode::NOT_FOUND.into_response(),
     }
-}
-
-/// Checks the project id, then the browser origin, then the credential.
-pub(crate) fn admit(
-    state: &AppState,
-    admission: &Admission,
-    raw_project: &str,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<(ProjectId, Identity), ApiError> {
-    let project = ProjectId::parse(raw_project)
-        .map_err(|e| ApiError::BadRequest(format!("invalid project id: {e}")))?;
-    admission.origins.check(headers)?;
-    let identity =
-        state
-            .auth
-            .authorize(headers, query.get("token").map(String::as_str), &project)?;
-    Ok((project, identity))
 }
 
 async fn upgrade(

@@ -10,6 +10,7 @@
 //! - [`limits`]: abuse limits (edit rate, connections per user and per IP, Origin allow-list).
 
 mod abuse;
+mod admission;
 pub mod auth;
 pub mod config;
 mod connection;

@@ -23,9 +23,9 @@ use canvas_shared::{ErrorCode, ObjectId, ProjectId, Rejection};
 use serde_json::Value;
 
 use crate::abuse::Admission;
+use crate::admission::admit;
 use crate::auth::{Identity, Role};
 use crate::edit::{self, EditFailure};
-use crate::http::admit;
 use crate::state::AppState;
 use error::ObjectApiError;
 pub(crate) use write_limits::WriteLimits;
