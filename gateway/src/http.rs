@@ -15,11 +15,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use canvas_shared::ProjectId;
 
 use crate::abuse::Admission;
 use crate::admission::admit;
-use crate::auth::Identity;
 use crate::connection;
 use crate::error::ApiError;
 use crate::object_api::{self, WriteLimits};
