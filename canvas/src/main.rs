@@ -33,7 +33,9 @@ struct Config {
     #[arg(
         long = "save-interval-ms",
         env = "SAVE_INTERVAL_MS",
-        default_value_t = DEFAULT_INTERVAL_MS
+        default_value_t = DEFAULT_INTERVAL_MS,
+        // A zero interval would spin the save loop (and panics tokio's interval): refused with a clear error.
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     save_interval_ms: u64,
     /// Require JWTs even in dev mode (set CANVAS_JWT_SECRET too). Auth is off otherwise, so `--auth-disabled`
@@ -116,6 +118,16 @@ mod tests {
         assert!(!config.auth && config.jwt.disabled);
         let both = Config::try_parse_from(["canvas", "--auth", "--auth-disabled"]);
         assert!(both.is_err(), "--auth with --auth-disabled must be refused");
+    }
+
+    #[test]
+    fn a_zero_save_interval_is_refused() {
+        let zero = Config::try_parse_from(["canvas", "--save-interval-ms", "0"]);
+        assert!(
+            zero.is_err(),
+            "a zero save interval must be refused at start"
+        );
+        assert!(Config::try_parse_from(["canvas", "--save-interval-ms", "1"]).is_ok());
     }
 
     #[test]

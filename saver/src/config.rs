@@ -43,7 +43,9 @@ pub struct SaverConfig {
     #[arg(
         long = "save-interval-ms",
         env = "SAVE_INTERVAL_MS",
-        default_value_t = DEFAULT_INTERVAL_MS
+        default_value_t = DEFAULT_INTERVAL_MS,
+        // A zero interval would spin the save loop (and panics tokio's interval): refused with a clear error.
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub save_interval_ms: u64,
     /// How long a claimed project stays claimed without renewal (ms).
