@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -62,6 +63,34 @@ struct Request {
     headers: HeaderMap,
 }
 
+/// Every Object API route extracts the same parts the same way.
+impl FromRequestParts<AppState> for Request {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Extension(admission) = Extension::<Arc<Admission>>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Extension(limits) = Extension::<Arc<WriteLimits>>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Path(mut path) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Query(query) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            state: state.clone(),
+            admission,
+            limits,
+            raw_project: path.remove("project").unwrap_or_default(),
+            query,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
 impl Request {
     fn admit(&self) -> Result<(ProjectId, Identity), ObjectApiError> {
         Ok(admit(
@@ -78,22 +107,7 @@ fn object_id(raw: &str) -> Result<ObjectId, ObjectApiError> {
     ObjectId::parse(raw).map_err(|e| ObjectApiError::bad_request(format!("invalid object id: {e}")))
 }
 
-async fn read_object(
-    State(state): State<AppState>,
-    Extension(admission): Extension<Arc<Admission>>,
-    Extension(limits): Extension<Arc<WriteLimits>>,
-    Path((raw_project, raw_id)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let request = Request {
-        state,
-        admission,
-        limits,
-        raw_project,
-        query,
-        headers,
-    };
+async fn read_object(request: Request, Path((_, raw_id)): Path<(String, String)>) -> Response {
     match read(&request, &raw_id).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
@@ -126,62 +140,19 @@ async fn read(request: &Request, raw_id: &str) -> Result<Response, ObjectApiErro
         .into_response())
 }
 
-async fn create_object(
-    State(state): State<AppState>,
-    Extension(admission): Extension<Arc<Admission>>,
-    Extension(limits): Extension<Arc<WriteLimits>>,
-    Path(raw_project): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let request = Request {
-        state,
-        admission,
-        limits,
-        raw_project,
-        query,
-        headers,
-    };
+async fn create_object(request: Request, body: Body) -> Response {
     write(request, body, Write::Create).await
 }
 
 async fn patch_object(
-    State(state): State<AppState>,
-    Extension(admission): Extension<Arc<Admission>>,
-    Extension(limits): Extension<Arc<WriteLimits>>,
-    Path((raw_project, raw_id)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    request: Request,
+    Path((_, raw_id)): Path<(String, String)>,
     body: Body,
 ) -> Response {
-    let request = Request {
-        state,
-        admission,
-        limits,
-        raw_project,
-        query,
-        headers,
-    };
     write(request, body, Write::Patch(raw_id)).await
 }
 
-async fn delete_object(
-    State(state): State<AppState>,
-    Extension(admission): Extension<Arc<Admission>>,
-    Extension(limits): Extension<Arc<WriteLimits>>,
-    Path((raw_project, raw_id)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let request = Request {
-        state,
-        admission,
-        limits,
-        raw_project,
-        query,
-        headers,
-    };
+async fn delete_object(request: Request, Path((_, raw_id)): Path<(String, String)>) -> Response {
     write(request, Body::empty(), Write::Delete(raw_id)).await
 }
 
