@@ -539,7 +539,7 @@ mod tests {
                     .unwrap();
             }
         }
-        let claims = hot.claim_dirty("me", 10, 60_000, 2).await.unwrap();
+        let claims = hot.claim_dirty("me", 10, 60_000).await.unwrap();
         let hot: std::sync::Arc<dyn SaveQueue> = std::sync::Arc::new(hot);
         let leases = Leases::new(
             std::sync::Arc::clone(&hot),

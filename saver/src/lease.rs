@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use canvas_shared::hot::{Claim, HotError, SaveQueue};
 use canvas_shared::ids::ProjectId;
-use canvas_shared::time::now_ms;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -117,7 +116,7 @@ impl Leases {
         };
         let sent = Instant::now();
         let lease_ms = self.lease.as_millis() as u64;
-        match self.hot.renew_claim(&claim, lease_ms, now_ms()).await {
+        match self.hot.renew_claim(&claim, lease_ms).await {
             Ok(true) => {
                 let until = sent + self.lease;
                 let mut entries = self.lock();
@@ -206,8 +205,9 @@ impl Drop for KeepAlive {
 mod tests {
     use super::*;
     use canvas_shared::hot::memory::MemoryHotState;
-    use canvas_shared::hot::{EditContext, EditStore};
+    use canvas_shared::hot::{EditContext, EditStore, LeaseClock};
     use canvas_shared::object::{Edit, NewObject};
+    use canvas_shared::time::now_ms;
     use canvas_shared::Limits;
 
     async fn dirty_project(hot: &MemoryHotState, name: &str) -> ProjectId {
@@ -230,9 +230,10 @@ mod tests {
 
     #[tokio::test]
     async fn renewal_keeps_and_takeover_loses_the_claim() {
-        let hot = MemoryHotState::new();
+        let clock = LeaseClock::pinned(now_ms());
+        let hot = MemoryHotState::new().with_lease_clock(clock.clone());
         let project = dirty_project(&hot, "p1").await;
-        let claims = hot.claim_dirty("a", 10, 100, now_ms()).await.unwrap();
+        let claims = hot.claim_dirty("a", 10, 100).await.unwrap();
         assert_eq!(claims.len(), 1);
         let leases = Leases::new(
             Arc::new(hot.clone()),
@@ -243,10 +244,8 @@ mod tests {
         assert!(matches!(leases.renew(&project).await, Renewal::Held));
         assert!(leases.time_left(&project).is_some());
         // Another saver takes over after expiry.
-        let stolen = hot
-            .claim_dirty("b", 10, 100, now_ms() + 1000)
-            .await
-            .unwrap();
+        clock.set(now_ms() + 1000);
+        let stolen = hot.claim_dirty("b", 10, 100).await.unwrap();
         assert_eq!(stolen.len(), 1);
         assert!(matches!(leases.renew(&project).await, Renewal::Lost));
         assert_eq!(leases.state(&project), Some(LeaseState::Lost));
@@ -257,7 +256,7 @@ mod tests {
     async fn keep_alive_renews_in_the_background() {
         let hot = MemoryHotState::new();
         let project = dirty_project(&hot, "p2").await;
-        let claims = hot.claim_dirty("a", 10, 60, now_ms()).await.unwrap();
+        let claims = hot.claim_dirty("a", 10, 60).await.unwrap();
         let leases = Arc::new(Leases::new(
             Arc::new(hot.clone()),
             Duration::from_millis(60),
@@ -267,11 +266,7 @@ mod tests {
         let _guard = leases.keep_alive();
         tokio::time::sleep(Duration::from_millis(200)).await;
         // Without renewal the lease would have expired and another saver could claim it.
-        assert!(hot
-            .claim_dirty("b", 10, 60, now_ms())
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(hot.claim_dirty("b", 10, 60).await.unwrap().is_empty());
         assert!(leases.time_left(&project).is_some());
     }
 }

@@ -58,7 +58,7 @@ async fn claim_all(ctx: &PassContext, outcome: &mut PassOutcome) -> Vec<Claim> {
         let want = (cap - claims.len()).min(CLAIM_CHUNK);
         match ctx
             .hot
-            .claim_dirty(&ctx.settings.owner, want, lease_ms, now_ms())
+            .claim_dirty(&ctx.settings.owner, want, lease_ms)
             .await
         {
             Ok(batch) => {

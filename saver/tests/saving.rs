@@ -14,7 +14,6 @@ use canvas_shared::durable::faulty::FaultyStore;
 use canvas_shared::durable::validating::ValidatingStore;
 use canvas_shared::durable::{DurableError, DurableStore, ItemWrite, LoadedProject, WriteOutcome};
 use canvas_shared::ids::ProjectId;
-use canvas_shared::time::now_ms;
 use common::*;
 use serde_json::json;
 
@@ -182,10 +181,7 @@ async fn a_save_that_lost_its_lease_does_not_write() {
 
     // The lease runs out (as if the saver had stalled) and another saver takes the project over.
     env.redis.cli(&["ZADD", "canvas:leases", "0", "lease"]);
-    let stolen = hot
-        .claim_dirty("intruder", 10, 60_000, now_ms())
-        .await
-        .unwrap();
+    let stolen = hot.claim_dirty("intruder", 10, 60_000).await.unwrap();
     assert_eq!(stolen.len(), 1);
     assert_eq!(stolen[0].project.as_str(), "lease");
 

@@ -3,7 +3,8 @@
 //! and `MemoryHotState` (the one-process dev mode). Each check is an async function over `&dyn HotStore`;
 //! `conformance!` turns it into one `#[tokio::test]` per implementation (`redis::<check>`, `memory::<check>`).
 //!
-//! Times are explicit (`now_ms` of edits, claims and renewals), so lease expiry is tested without sleeping.
+//! Times are explicit (`now_ms` of edits; claims and renewals on a pinned [`LeaseClock`]), so lease expiry is
+//! tested without sleeping.
 
 mod common;
 
@@ -15,7 +16,7 @@ use canvas_shared::hot::memory::MemoryHotState;
 use canvas_shared::hot::redis::RedisHotState;
 use canvas_shared::hot::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, HotError,
-    HotStore,
+    HotStore, LeaseClock,
 };
 use canvas_shared::ids::ProjectId;
 use canvas_shared::object::{merge_patch, Edit, NewObject, Patch};
@@ -35,8 +36,11 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $check() {
                     let server = canvas_testkit::RedisServer::start();
-                    let hot = super::RedisHotState::connect(&server.url()).expect("redis client");
-                    super::$check(&hot).await;
+                    let clock = super::LeaseClock::pinned(0);
+                    let hot = super::RedisHotState::connect(&server.url())
+                        .expect("redis client")
+                        .with_lease_clock(clock.clone());
+                    super::$check(&super::Fixture::new(hot, clock)).await;
                 }
             )+
         }
@@ -45,7 +49,9 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $check() {
-                    super::$check(&super::MemoryHotState::new()).await;
+                    let clock = super::LeaseClock::pinned(0);
+                    let hot = super::MemoryHotState::new().with_lease_clock(clock.clone());
+                    super::$check(&super::Fixture::new(hot, clock)).await;
                 }
             )+
         }
@@ -151,7 +157,7 @@ fn rect(id: &str) -> Value {
 }
 
 async fn apply_at(
-    hot: &dyn HotStore,
+    hot: &Fixture,
     project: &ProjectId,
     edit: Edit,
     now_ms: i64,
@@ -160,7 +166,7 @@ async fn apply_at(
 }
 
 /// Applies an edit that must succeed.
-async fn ok(hot: &dyn HotStore, project: &ProjectId, edit: Edit, now_ms: i64) -> Applied {
+async fn ok(hot: &Fixture, project: &ProjectId, edit: Edit, now_ms: i64) -> Applied {
     let what = format!("{edit:?}");
     apply_at(hot, project, edit, now_ms)
         .await
@@ -178,12 +184,12 @@ fn rejection(result: Result<Applied, HotError>) -> ErrorCode {
 }
 
 /// Loads an empty project (a new project: nothing in the durable store).
-async fn open(hot: &dyn HotStore, project: &ProjectId) {
+async fn open(hot: &Fixture, project: &ProjectId) {
     assert!(hot.load(project, &[], 0, 0).await.expect("load"));
 }
 
 /// The snapshot's objects by id, parsed.
-async fn objects(hot: &dyn HotStore, project: &ProjectId) -> BTreeMap<String, Value> {
+async fn objects(hot: &Fixture, project: &ProjectId) -> BTreeMap<String, Value> {
     let snapshot = hot.snapshot(project).await.expect("snapshot");
     by_id(&snapshot.objects)
 }
@@ -198,7 +204,7 @@ fn by_id(texts: &[String]) -> BTreeMap<String, Value> {
     map
 }
 
-async fn seq(hot: &dyn HotStore, project: &ProjectId) -> u64 {
+async fn seq(hot: &Fixture, project: &ProjectId) -> u64 {
     hot.snapshot(project).await.expect("snapshot").seq
 }
 
@@ -237,21 +243,50 @@ fn ids(set: &ChangeSet) -> Vec<String> {
     all
 }
 
-async fn summary(hot: &dyn HotStore) -> DirtySummary {
+async fn summary(hot: &Fixture) -> DirtySummary {
     hot.dirty_summary().await.expect("dirty summary")
 }
 
-async fn claim(hot: &dyn HotStore, owner: &str, max: usize, now_ms: i64) -> Vec<Claim> {
-    hot.claim_dirty(owner, max, LEASE, now_ms)
+/// A store under test with the lease clock it judges leases on.
+struct Fixture {
+    hot: Box<dyn HotStore>,
+    clock: LeaseClock,
+}
+
+impl Fixture {
+    fn new(hot: impl HotStore, clock: LeaseClock) -> Self {
+        Self {
+            hot: Box::new(hot),
+            clock,
+        }
+    }
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = dyn HotStore;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.hot
+    }
+}
+
+async fn claim(hot: &Fixture, owner: &str, max: usize, now_ms: i64) -> Vec<Claim> {
+    hot.clock.set(now_ms);
+    hot.claim_dirty(owner, max, LEASE)
         .await
         .expect("claim_dirty")
+}
+
+async fn renew(hot: &Fixture, claim: &Claim, lease_ms: u64, now_ms: i64) -> bool {
+    hot.clock.set(now_ms);
+    hot.renew_claim(claim, lease_ms).await.expect("renew_claim")
 }
 
 fn projects_of(claims: &[Claim]) -> Vec<String> {
     claims.iter().map(|c| c.project.to_string()).collect()
 }
 
-async fn open_bus(hot: &dyn HotStore) -> (Arc<dyn Bus>, mpsc::Receiver<BusEvent>) {
+async fn open_bus(hot: &Fixture) -> (Arc<dyn Bus>, mpsc::Receiver<BusEvent>) {
     let (tx, rx) = mpsc::channel(256);
     (hot.open_bus(tx), rx)
 }
@@ -281,7 +316,7 @@ async fn next_message(rx: &mut mpsc::Receiver<BusEvent>) -> BusMessage {
 
 /// Publishes an ephemeral marker and asserts it is the next message: nothing else was delivered before it.
 async fn expect_only_marker(
-    hot: &dyn HotStore,
+    hot: &Fixture,
     rx: &mut mpsc::Receiver<BusEvent>,
     project: &ProjectId,
     marker: &str,
@@ -301,7 +336,7 @@ async fn expect_only_marker(
 // ---------------------------------------------------------------------------------------------------------------
 // Applying edits
 
-async fn apply_create_update_delete(hot: &dyn HotStore) {
+async fn apply_create_update_delete(hot: &Fixture) {
     let p = pid("p-apply");
     open(hot, &p).await;
 
@@ -351,7 +386,7 @@ async fn apply_create_update_delete(hot: &dyn HotStore) {
     assert_eq!(seq(hot, &p).await, 6);
 }
 
-async fn apply_rejections_change_nothing(hot: &dyn HotStore) {
+async fn apply_rejections_change_nothing(hot: &Fixture) {
     let p = pid("p-reject");
     open(hot, &p).await;
     ok(hot, &p, create(rect("o1")), 1_000).await;
@@ -398,7 +433,7 @@ async fn apply_rejections_change_nothing(hot: &dyn HotStore) {
     assert_eq!((a.version, a.seq), (Some(2), 2));
 }
 
-async fn conditional_edits_apply_only_at_their_version(hot: &dyn HotStore) {
+async fn conditional_edits_apply_only_at_their_version(hot: &Fixture) {
     let p = pid("p-if-version");
     open(hot, &p).await;
     ok(hot, &p, create(rect("o1")), 1_000).await;
@@ -448,7 +483,7 @@ async fn conditional_edits_apply_only_at_their_version(hot: &dyn HotStore) {
     assert_eq!(next_message(&mut rx).await.seq, 3);
 }
 
-async fn too_large_object_size(hot: &dyn HotStore) {
+async fn too_large_object_size(hot: &Fixture) {
     let p = pid("p-size");
     open(hot, &p).await;
     let limit = 300;
@@ -500,7 +535,7 @@ async fn too_large_object_size(hot: &dyn HotStore) {
     assert_eq!((a.version, a.seq), (Some(2), 2));
 }
 
-async fn too_large_max_objects(hot: &dyn HotStore) {
+async fn too_large_max_objects(hot: &Fixture) {
     let p = pid("p-count");
     open(hot, &p).await;
     let limits = Limits {
@@ -541,7 +576,7 @@ async fn too_large_max_objects(hot: &dyn HotStore) {
 // ---------------------------------------------------------------------------------------------------------------
 // Loading and snapshots
 
-async fn not_loaded_before_load(hot: &dyn HotStore) {
+async fn not_loaded_before_load(hot: &Fixture) {
     let p = pid("p-cold");
     assert!(matches!(hot.snapshot(&p).await, Err(HotError::NotLoaded)));
     for edit in [
@@ -564,7 +599,7 @@ async fn not_loaded_before_load(hot: &dyn HotStore) {
     assert!(matches!(hot.snapshot(&p).await, Err(HotError::NotLoaded)));
 }
 
-async fn load_installs_once(hot: &dyn HotStore) {
+async fn load_installs_once(hot: &Fixture) {
     let p = pid("p-load");
     let durable = [
         stored("o1", &with_version(rect("o1"), 7), 500),
@@ -618,7 +653,7 @@ async fn load_installs_once(hot: &dyn HotStore) {
     assert!(objects(hot, &empty).await.is_empty());
 }
 
-async fn load_seq_floor(hot: &dyn HotStore) {
+async fn load_seq_floor(hot: &Fixture) {
     let p = pid("p-floor");
     assert!(hot
         .load(&p, &[stored("o1", &with_version(rect("o1"), 3), 1)], 41, 0)
@@ -632,7 +667,7 @@ async fn load_seq_floor(hot: &dyn HotStore) {
     assert_eq!(seq(hot, &p).await, 43);
 }
 
-async fn snapshot_contents(hot: &dyn HotStore) {
+async fn snapshot_contents(hot: &Fixture) {
     let p = pid("p-snap");
     assert!(hot
         .load(
@@ -702,7 +737,7 @@ async fn snapshot_contents(hot: &dyn HotStore) {
 // ---------------------------------------------------------------------------------------------------------------
 // JSON exactness: objects are free JSON and must come back exactly, whatever the implementation.
 
-async fn json_exact_create(hot: &dyn HotStore) {
+async fn json_exact_create(hot: &Fixture) {
     let p = pid("p-json");
     open(hot, &p).await;
     let body = tricky_object("t1");
@@ -717,7 +752,7 @@ async fn json_exact_create(hot: &dyn HotStore) {
     assert_eq!(got["emptyObj"], json!({}));
 }
 
-async fn json_exact_merge_patches(hot: &dyn HotStore) {
+async fn json_exact_merge_patches(hot: &Fixture) {
     let p = pid("p-merge");
     open(hot, &p).await;
     let mut expected = json!({
@@ -801,7 +836,7 @@ async fn json_exact_merge_patches(hot: &dyn HotStore) {
     }
 }
 
-async fn json_exact_load(hot: &dyn HotStore) {
+async fn json_exact_load(hot: &Fixture) {
     let p = pid("p-json-load");
     let body = with_version(tricky_object("t1"), 4);
     assert!(hot.load(&p, &[stored("t1", &body, 1)], 0, 0).await.unwrap());
@@ -830,7 +865,7 @@ async fn json_exact_load(hot: &dyn HotStore) {
     assert_eq!(upserts["t1"], (expected, 1_000));
 }
 
-async fn load_accepts_any_json_layout(hot: &dyn HotStore) {
+async fn load_accepts_any_json_layout(hot: &Fixture) {
     // The trait takes JSON text from the durable store; nothing promises it is compact or canonical (a store
     // written by another tool, a pretty-printed import, escaped key spellings).
     let p = pid("p-layout");
@@ -884,7 +919,7 @@ async fn load_accepts_any_json_layout(hot: &dyn HotStore) {
 // ---------------------------------------------------------------------------------------------------------------
 // The bus
 
-async fn bus_frames(hot: &dyn HotStore) {
+async fn bus_frames(hot: &Fixture) {
     let p = pid("p-bus");
     open(hot, &p).await;
     let (bus, mut rx) = open_bus(hot).await;
@@ -926,7 +961,7 @@ async fn bus_frames(hot: &dyn HotStore) {
     expect_only_marker(hot, &mut rx, &p, "after-refused-edit").await;
 }
 
-async fn bus_delivers_to_that_project_only(hot: &dyn HotStore) {
+async fn bus_delivers_to_that_project_only(hot: &Fixture) {
     let (a, b) = (pid("p-bus-a"), pid("p-bus-b"));
     open(hot, &a).await;
     open(hot, &b).await;
@@ -971,7 +1006,7 @@ async fn bus_delivers_to_that_project_only(hot: &dyn HotStore) {
     expect_only_marker(hot, &mut rx_a, &a, "after-load").await;
 }
 
-async fn bus_ephemeral_has_seq_zero(hot: &dyn HotStore) {
+async fn bus_ephemeral_has_seq_zero(hot: &Fixture) {
     let p = pid("p-eph");
     let (bus, mut rx) = open_bus(hot).await;
     subscribe(bus.as_ref(), &p).await;
@@ -988,7 +1023,7 @@ async fn bus_ephemeral_has_seq_zero(hot: &dyn HotStore) {
     assert_eq!(next_message(&mut rx).await.seq, 1);
 }
 
-async fn bus_unsubscribe_stops_delivery(hot: &dyn HotStore) {
+async fn bus_unsubscribe_stops_delivery(hot: &Fixture) {
     let (p, marker) = (pid("p-unsub"), pid("p-unsub-marker"));
     open(hot, &p).await;
     let (bus, mut rx) = open_bus(hot).await;
@@ -1012,7 +1047,7 @@ async fn bus_unsubscribe_stops_delivery(hot: &dyn HotStore) {
 // ---------------------------------------------------------------------------------------------------------------
 // The dirty index and the saver's claims
 
-async fn dirty_summary_after_edits(hot: &dyn HotStore) {
+async fn dirty_summary_after_edits(hot: &Fixture) {
     assert_eq!(summary(hot).await, DirtySummary::default());
     let (a, b, c) = (pid("p-d-a"), pid("p-d-b"), pid("p-d-c"));
     for p in [&a, &b, &c] {
@@ -1064,7 +1099,7 @@ async fn dirty_summary_after_edits(hot: &dyn HotStore) {
     );
 }
 
-async fn dirty_summary_lists_the_oldest_100(hot: &dyn HotStore) {
+async fn dirty_summary_lists_the_oldest_100(hot: &Fixture) {
     // 150 dirty projects, edited newest-name-first; 10 of them being saved.
     for i in 0..150 {
         let p = pid(&format!("p-many-{i:03}"));
@@ -1081,7 +1116,7 @@ async fn dirty_summary_lists_the_oldest_100(hot: &dyn HotStore) {
     assert_eq!(s.project_ids, expected, "the 100 oldest, oldest first");
 }
 
-async fn claim_finds_dirty_projects_behind_many_leased_ones(hot: &dyn HotStore) {
+async fn claim_finds_dirty_projects_behind_many_leased_ones(hot: &Fixture) {
     // 120 projects claimed and then edited again: the oldest entries of the dirty index are all under live
     // leases, and a claim must look past them (Redis scans the index in windows of 100).
     for i in 0..120 {
@@ -1102,7 +1137,7 @@ async fn claim_finds_dirty_projects_behind_many_leased_ones(hot: &dyn HotStore) 
     assert_eq!(summary(hot).await.count, 121);
 }
 
-async fn claim_oldest_first_and_exclusive(hot: &dyn HotStore) {
+async fn claim_oldest_first_and_exclusive(hot: &Fixture) {
     let names = ["p-c-3", "p-c-1", "p-c-4", "Org_2:team.p-c-2"];
     let times = [3_000, 1_000, 4_000, 2_000];
     for (name, t) in names.iter().zip(times) {
@@ -1134,7 +1169,7 @@ async fn claim_oldest_first_and_exclusive(hot: &dyn HotStore) {
     assert_eq!(summary(hot).await.count, 4);
 }
 
-async fn read_claim_upserts_and_deletes(hot: &dyn HotStore) {
+async fn read_claim_upserts_and_deletes(hot: &Fixture) {
     let p = pid("p-read");
     assert!(hot
         .load(
@@ -1200,7 +1235,7 @@ async fn read_claim_upserts_and_deletes(hot: &dyn HotStore) {
     assert_eq!(ids(&again), ["disk1", "disk2", "gone", "new1"]);
 }
 
-async fn edit_during_claim_is_not_lost(hot: &dyn HotStore) {
+async fn edit_during_claim_is_not_lost(hot: &Fixture) {
     let p = pid("p-race");
     open(hot, &p).await;
     ok(hot, &p, create(rect("o1")), 1_000).await;
@@ -1243,7 +1278,7 @@ async fn edit_during_claim_is_not_lost(hot: &dyn HotStore) {
     assert_eq!(upserts["o1"].1, 2_200);
 }
 
-async fn complete_claim_clears(hot: &dyn HotStore) {
+async fn complete_claim_clears(hot: &Fixture) {
     let p = pid("p-done");
     open(hot, &p).await;
     ok(hot, &p, create(rect("o1")), 1_000).await;
@@ -1254,7 +1289,7 @@ async fn complete_claim_clears(hot: &dyn HotStore) {
     assert!(claim(hot, "s2", 10, 2_500).await.is_empty());
     assert!(claim(hot, "s2", 10, 100_000).await.is_empty());
     // A completed claim is over: it cannot be renewed or completed again.
-    assert!(!hot.renew_claim(&claims[0], LEASE, 2_100).await.unwrap());
+    assert!(!renew(hot, &claims[0], LEASE, 2_100).await);
     assert!(!hot.complete_claim(&claims[0]).await.unwrap());
 
     // The next edit starts a fresh change set with only its own id.
@@ -1264,7 +1299,7 @@ async fn complete_claim_clears(hot: &dyn HotStore) {
     assert_eq!(ids(&hot.read_claim(&next[0]).await.unwrap()), ["o2"]);
 }
 
-async fn abandon_claim_restores(hot: &dyn HotStore) {
+async fn abandon_claim_restores(hot: &Fixture) {
     let (p, q) = (pid("p-fail"), pid("p-fail-later"));
     open(hot, &p).await;
     open(hot, &q).await;
@@ -1285,7 +1320,7 @@ async fn abandon_claim_restores(hot: &dyn HotStore) {
         }
     );
     // The abandoned claim is over.
-    assert!(!hot.renew_claim(&claims[0], LEASE, 2_100).await.unwrap());
+    assert!(!renew(hot, &claims[0], LEASE, 2_100).await);
     assert!(!hot.complete_claim(&claims[0]).await.unwrap());
 
     // Claimable again right away (no lease left), oldest first as before.
@@ -1316,7 +1351,7 @@ async fn abandon_claim_restores(hot: &dyn HotStore) {
     assert_eq!(summary(hot).await, DirtySummary::default());
 }
 
-async fn expired_lease_taken_over(hot: &dyn HotStore) {
+async fn expired_lease_taken_over(hot: &Fixture) {
     let p = pid("p-crash");
     open(hot, &p).await;
     ok(hot, &p, create(rect("o1")), 1_000).await;
@@ -1339,7 +1374,7 @@ async fn expired_lease_taken_over(hot: &dyn HotStore) {
     assert_eq!(deletes, ["o1"]);
 
     // The old token is dead: it can neither renew, complete, nor undo the new claim.
-    assert!(!hot.renew_claim(&a, LEASE, 11_001).await.unwrap());
+    assert!(!renew(hot, &a, LEASE, 11_001).await);
     assert!(!hot.complete_claim(&a).await.unwrap());
     hot.abandon_claim(&a).await.unwrap();
     assert!(
@@ -1347,13 +1382,13 @@ async fn expired_lease_taken_over(hot: &dyn HotStore) {
         "the new lease still holds"
     );
     assert_eq!(ids(&hot.read_claim(b).await.unwrap()), ["o1", "o2", "o3"]);
-    assert!(hot.renew_claim(b, LEASE, 11_600).await.unwrap());
+    assert!(renew(hot, b, LEASE, 11_600).await);
     assert!(hot.complete_claim(b).await.unwrap());
     assert_eq!(summary(hot).await, DirtySummary::default());
     assert!(claim(hot, "saver-c", 10, 100_000).await.is_empty());
 }
 
-async fn expired_leases_taken_over_in_expiry_order(hot: &dyn HotStore) {
+async fn expired_leases_taken_over_in_expiry_order(hot: &Fixture) {
     // Names sort the other way round from expiry, so ordering by name would pick the wrong one.
     let (late, early) = (pid("p-exp-a"), pid("p-exp-b"));
     for p in [&late, &early] {
@@ -1363,7 +1398,7 @@ async fn expired_leases_taken_over_in_expiry_order(hot: &dyn HotStore) {
     let c_early = claim(hot, "s1", 10, 10_000).await;
     assert_eq!(projects_of(&c_early), ["p-exp-a", "p-exp-b"]);
     // Renew p-exp-a's lease further: p-exp-b now expires first (at 11_000), p-exp-a at 12_000.
-    assert!(hot.renew_claim(&c_early[0], 2_000, 10_000).await.unwrap());
+    assert!(renew(hot, &c_early[0], 2_000, 10_000).await);
     let taken = claim(hot, "s2", 1, 12_500).await;
     assert_eq!(
         projects_of(&taken),
@@ -1374,16 +1409,16 @@ async fn expired_leases_taken_over_in_expiry_order(hot: &dyn HotStore) {
     assert_eq!(projects_of(&taken), ["p-exp-a"]);
 }
 
-async fn renew_extends_lease(hot: &dyn HotStore) {
+async fn renew_extends_lease(hot: &Fixture) {
     let p = pid("p-renew");
     open(hot, &p).await;
     ok(hot, &p, create(rect("o1")), 1_000).await;
     let c = claim(hot, "saver-a", 10, 10_000).await.remove(0);
     // Renewed at 10_800 for LEASE: it now holds until 11_800.
-    assert!(hot.renew_claim(&c, LEASE, 10_800).await.unwrap());
+    assert!(renew(hot, &c, LEASE, 10_800).await);
     assert!(claim(hot, "saver-b", 10, 11_000).await.is_empty());
     assert!(claim(hot, "saver-b", 10, 11_799).await.is_empty());
-    assert!(hot.renew_claim(&c, 5_000, 11_500).await.unwrap());
+    assert!(renew(hot, &c, 5_000, 11_500).await);
     assert!(claim(hot, "saver-b", 10, 16_499).await.is_empty());
     assert!(hot.complete_claim(&c).await.unwrap());
     assert!(claim(hot, "saver-b", 10, 20_000).await.is_empty());
@@ -1393,10 +1428,10 @@ async fn renew_extends_lease(hot: &dyn HotStore) {
     let c = claim(hot, "saver-a", 10, 21_000).await.remove(0);
     let taken = claim(hot, "saver-b", 10, 22_000).await;
     assert_eq!(projects_of(&taken), ["p-renew"]);
-    assert!(!hot.renew_claim(&c, LEASE, 22_001).await.unwrap());
+    assert!(!renew(hot, &c, LEASE, 22_001).await);
 }
 
-async fn claim_carries_seq_and_completion_raises_saved_seq(hot: &dyn HotStore) {
+async fn claim_carries_seq_and_completion_raises_saved_seq(hot: &Fixture) {
     let p = pid("p-saved");
     assert!(hot.load(&p, &[], 7, 0).await.unwrap());
     assert_eq!(
@@ -1434,6 +1469,59 @@ async fn claim_carries_seq_and_completion_raises_saved_seq(hot: &dyn HotStore) {
     assert_eq!(hot.snapshot(&p).await.unwrap().saved_seq, 9);
 }
 
-async fn ping(hot: &dyn HotStore) {
+async fn ping(hot: &Fixture) {
     hot.ping().await.expect("ping");
+}
+
+/// Leases are written and judged on Redis' clock, not the saver's: a claim's expiry in the lease index is Redis
+/// `TIME` plus the lease, and a renewal moves it from Redis' now. (The saver passes no time at all.)
+#[tokio::test]
+async fn redis_leases_run_on_redis_time() {
+    let server = canvas_testkit::RedisServer::start();
+    let hot = Fixture::new(
+        RedisHotState::connect(&server.url()).expect("redis client"),
+        LeaseClock::store(),
+    );
+    let redis_now = || -> i64 {
+        let time = server.cli(&["TIME"]);
+        let mut parts = time
+            .split_whitespace()
+            .map(|p| p.parse::<i64>().expect("TIME"));
+        let (secs, micros) = (parts.next().expect("secs"), parts.next().expect("micros"));
+        secs * 1000 + micros / 1000
+    };
+    let lease_score = || -> i64 {
+        server
+            .cli(&["ZSCORE", "canvas:leases", "p-clock"])
+            .trim()
+            .parse()
+            .expect("lease score")
+    };
+    let p = pid("p-clock");
+    open(&hot, &p).await;
+    // The edit's own time is a gateway's clock, far in the past: it must not move the lease.
+    ok(&hot, &p, create(rect("o1")), 1_000).await;
+
+    let before = redis_now();
+    let claims = hot.claim_dirty("s1", 10, 60_000).await.expect("claim");
+    let after = redis_now();
+    assert_eq!(projects_of(&claims), ["p-clock"]);
+    let expiry = lease_score();
+    assert!(
+        (before + 60_000..=after + 60_000).contains(&expiry),
+        "lease expiry {expiry} is Redis TIME + lease ({before}..{after} + 60000)"
+    );
+    assert!(
+        hot.claim_dirty("s2", 10, 60_000)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "a live lease on Redis' clock is not taken over"
+    );
+
+    assert!(hot.renew_claim(&claims[0], 120_000).await.expect("renew"));
+    assert!(
+        lease_score() >= before + 120_000,
+        "renewal counts from Redis' now"
+    );
 }

@@ -12,7 +12,7 @@ use super::keys::ProjectKeys;
 use super::save_queue::SAVED_ORIGIN;
 use super::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
-    EditStore, HotError, IdempotencyClaim, Reachable, SaveQueue, Snapshot,
+    EditStore, HotError, IdempotencyClaim, LeaseClock, Reachable, SaveQueue, Snapshot,
 };
 use crate::ids::{ObjectId, ProjectId};
 use crate::object::{merge_patch, Edit, VERSION_FIELD};
@@ -56,6 +56,7 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct MemoryHotState {
     inner: Arc<Inner>,
+    lease_clock: LeaseClock,
 }
 
 struct MemoryBus {
@@ -88,6 +89,18 @@ fn to_json(map: &Map<String, Value>) -> String {
 impl MemoryHotState {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Judges leases on `clock` instead of the process clock (tests pin it to explicit times).
+    pub fn with_lease_clock(mut self, clock: LeaseClock) -> Self {
+        self.lease_clock = clock;
+        self
+    }
+
+    fn lease_now(&self) -> i64 {
+        self.lease_clock
+            .pinned_ms()
+            .unwrap_or_else(crate::time::now_ms)
     }
 
     /// Delivers like Redis pub/sub: to every bus subscribed now, dropping rather than waiting (at-most-once).
@@ -341,8 +354,8 @@ impl SaveQueue for MemoryHotState {
         owner: &str,
         max: usize,
         lease_ms: u64,
-        now_ms: i64,
     ) -> Result<Vec<Claim>, HotError> {
+        let now_ms = self.lease_now();
         let mut state = lock(&self.inner.state);
         let prefix = format!("{owner}:{}", uuid::Uuid::new_v4().simple());
         // Longest-expired first, as Redis's ZRANGEBYSCORE over the lease index.
@@ -421,12 +434,8 @@ impl SaveQueue for MemoryHotState {
         Ok(changes)
     }
 
-    async fn renew_claim(
-        &self,
-        claim: &Claim,
-        lease_ms: u64,
-        now_ms: i64,
-    ) -> Result<bool, HotError> {
+    async fn renew_claim(&self, claim: &Claim, lease_ms: u64) -> Result<bool, HotError> {
+        let now_ms = self.lease_now();
         let mut state = lock(&self.inner.state);
         let ours = state
             .projects

@@ -7,11 +7,13 @@
 
 mod edit_store;
 pub mod keys;
+mod lease_clock;
 pub mod memory;
 pub mod redis;
 mod refusal;
 mod save_queue;
 
+pub use lease_clock::LeaseClock;
 pub use refusal::EditRefusal;
 
 use async_trait::async_trait;

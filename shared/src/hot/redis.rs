@@ -16,7 +16,7 @@ use super::keys::{ProjectKeys, DIRTY_INDEX, LEASE_INDEX};
 use super::save_queue::SAVED_ORIGIN;
 use super::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
-    EditStore, HotError, IdempotencyClaim, Reachable, SaveQueue, Snapshot,
+    EditStore, HotError, IdempotencyClaim, LeaseClock, Reachable, SaveQueue, Snapshot,
 };
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::{ObjectId, ProjectId};
@@ -71,6 +71,7 @@ fn edit_failure(err: redis::RedisError) -> HotError {
 pub struct RedisHotState {
     client: Client,
     conn: ConnectionManager,
+    lease_clock: LeaseClock,
 }
 
 impl RedisHotState {
@@ -85,7 +86,25 @@ impl RedisHotState {
             .set_max_delay(Duration::from_millis(500));
         let conn =
             ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
-        Ok(Self { client, conn })
+        Ok(Self {
+            client,
+            conn,
+            lease_clock: LeaseClock::store(),
+        })
+    }
+
+    /// Judges leases on `clock` instead of Redis' `TIME` (tests pin it to explicit times).
+    pub fn with_lease_clock(mut self, clock: LeaseClock) -> Self {
+        self.lease_clock = clock;
+        self
+    }
+
+    /// The scripts' "now" argument: empty means "read Redis' `TIME`".
+    fn lease_now_arg(&self) -> String {
+        self.lease_clock
+            .pinned_ms()
+            .map(|ms| ms.to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -344,13 +363,12 @@ impl SaveQueue for RedisHotState {
         owner: &str,
         max: usize,
         lease_ms: u64,
-        now_ms: i64,
     ) -> Result<Vec<Claim>, HotError> {
         let token_prefix = format!("{owner}:{}", uuid::Uuid::new_v4().simple());
         let rows: Vec<(String, String, i64, u64)> = CLAIM
             .key(DIRTY_INDEX)
             .key(LEASE_INDEX)
-            .arg(now_ms)
+            .arg(self.lease_now_arg())
             .arg(lease_ms)
             .arg(token_prefix)
             .arg(max)
@@ -398,19 +416,15 @@ impl SaveQueue for RedisHotState {
         Ok(changes)
     }
 
-    async fn renew_claim(
-        &self,
-        claim: &Claim,
-        lease_ms: u64,
-        now_ms: i64,
-    ) -> Result<bool, HotError> {
+    async fn renew_claim(&self, claim: &Claim, lease_ms: u64) -> Result<bool, HotError> {
         let keys = ProjectKeys::new(&claim.project);
         let renewed: i64 = RENEW
             .key(&keys.lease)
             .key(LEASE_INDEX)
             .arg(&claim.token)
             .arg(claim.project.as_str())
-            .arg(now_ms + lease_ms as i64)
+            .arg(lease_ms)
+            .arg(self.lease_now_arg())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;

@@ -55,26 +55,22 @@ pub struct DirtySummary {
 pub trait SaveQueue: Reachable {
     /// Claims up to `max` dirty projects, oldest first, plus any whose lease expired (a crashed saver's), under a
     /// lease of `lease_ms`. Projects under a live lease are skipped. Each claim moves the project's changed-set
-    /// aside so that new edits start a new one (and re-mark the project dirty).
+    /// aside so that new edits start a new one (and re-mark the project dirty). Leases are written and judged on
+    /// the store's [`LeaseClock`](super::LeaseClock), never on the caller's.
     async fn claim_dirty(
         &self,
         owner: &str,
         max: usize,
         lease_ms: u64,
-        now_ms: i64,
     ) -> Result<Vec<Claim>, HotError>;
 
     /// The current state of every object in the claim's changed-set; a deleted one as a tombstone with the stamp of
     /// its delete.
     async fn read_claim(&self, claim: &Claim) -> Result<ChangeSet, HotError>;
 
-    /// Extends the lease; false when the claim was taken over (the caller must stop writing).
-    async fn renew_claim(
-        &self,
-        claim: &Claim,
-        lease_ms: u64,
-        now_ms: i64,
-    ) -> Result<bool, HotError>;
+    /// Extends the lease to `lease_ms` from the store's clock's now; false when the claim was taken over (the
+    /// caller must stop writing).
+    async fn renew_claim(&self, claim: &Claim, lease_ms: u64) -> Result<bool, HotError>;
 
     /// The save succeeded: drops the claim's changed-set and lease (and the stamps of its deletes, unless deleted
     /// again since), and raises the project's `savedSeq` to the

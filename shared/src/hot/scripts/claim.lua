@@ -1,10 +1,16 @@
 -- Claims dirty projects for one saver. KEYS: 1 dirty index, 2 lease index.
--- ARGV: 1 now ms, 2 lease ms, 3 token prefix, 4 max claims.
+-- ARGV: 1 now ms (empty: Redis' TIME, the one clock every saver's leases are judged on), 2 lease ms,
+-- 3 token prefix, 4 max claims.
 -- First takes over expired leases (a crashed saver's claims), then the oldest dirty projects not under a live
 -- lease. Each claim moves the project's changed-set into its saving-set (merging with a crashed claim's), so
 -- new edits start a new changed-set and re-mark the project dirty. Each claim carries the project's seq at claim
 -- time: every edit up to it is in the claim.
-local now, lease, prefix, max = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local lease, prefix, max = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local claimed = {}
 
 local function take(project, dirty_score)
