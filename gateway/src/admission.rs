@@ -20,8 +20,7 @@ pub(crate) fn admit(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<(ProjectId, Identity), ApiError> {
-    let project = ProjectId::parse(raw_project)
-        .map_err(|e| ApiError::BadRequest(format!("invalid project id: {e}")))?;
+    let project = ProjectId::parse(raw_project)?;
     admission.origins.check(headers)?;
     let identity =
         state

@@ -3,6 +3,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use canvas_shared::hot::HotError;
+use canvas_shared::ids::IdError;
 
 /// An HTTP request refused before (or instead of) a WebSocket upgrade.
 #[derive(Debug, thiserror::Error)]
@@ -17,26 +19,31 @@ pub enum ApiError {
     TooManyRequests(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The shared state (Redis) cannot be reached.
+    #[error("redis unreachable: {0}")]
+    HotState(#[from] HotError),
+    #[error("invalid project id: {0}")]
+    InvalidProject(#[from] IdError),
 }
 
 impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::InvalidProject(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::HotState(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     pub(crate) fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadRequest(_) | ApiError::InvalidProject(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::TooManyRequests(_) => "rate_limited",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::HotState(_) => "unavailable",
         }
     }
 }

@@ -178,13 +178,11 @@ async fn objects(
     };
     match state.loader.snapshot(&project).await {
         Ok(snapshot) => {
-            // Objects are stored as JSON text: splice them in rather than re-encoding.
-            let body = format!(
-                "{{\"projectId\":{},\"seq\":{},\"savedSeq\":{},\"objects\":[{}]}}",
-                canvas_shared::protocol::json_string(project.as_str()),
+            let body = canvas_shared::protocol::objects_body(
+                project.as_str(),
                 snapshot.seq,
                 snapshot.saved_seq,
-                snapshot.objects.join(",")
+                &snapshot.objects,
             );
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
@@ -199,7 +197,7 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.hot.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => ApiError::Unavailable(format!("redis unreachable: {e}")).into_response(),
+        Err(e) => ApiError::HotState(e).into_response(),
     }
 }
 

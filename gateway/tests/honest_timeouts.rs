@@ -56,3 +56,23 @@ async fn an_edit_while_redis_is_down_is_unavailable() {
     assert_eq!(reply["type"], "error", "{reply}");
     assert_eq!(reply["code"], "unavailable", "{reply}");
 }
+
+#[tokio::test]
+async fn an_edit_whose_connection_breaks_after_sending_is_unknown_not_unavailable() {
+    let mut redis = RedisServer::start();
+    let p = project("broken");
+    let g = spawn_gateway(&redis.url()).await;
+    let (mut client, _) = WsClient::join(&g.ws(&p)).await.unwrap();
+
+    // The edit reaches Redis, which holds it; then Redis dies before answering. The gateway cannot know whether
+    // the script ran, so it must not say "not applied".
+    redis.cli(&["CLIENT", "PAUSE", "2000", "ALL"]);
+    let request = client.request(json!({"type":"create","object":{"id":"o1","type":"rect"}}));
+    let kill_after_send = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        redis.kill();
+    };
+    let (reply, ()) = tokio::join!(request, kill_after_send);
+    let reply = reply.unwrap();
+    assert_eq!(reply["type"], "unknown_outcome", "{reply}");
+}

@@ -125,6 +125,16 @@ async fn redis_restart_under_connected_clients() {
     b.recv_type("created").await.unwrap();
 
     redis.kill();
+    // The first edit may still be written to the connection that just died: its outcome is then unknown (and
+    // said so). Once the connection is known dead, an edit is plainly refused.
+    let first = a
+        .request(json!({"type":"create","object":{"id":"during-0","type":"rect"}}))
+        .await
+        .unwrap();
+    assert!(
+        first["type"] == "unknown_outcome" || first["code"] == "unavailable",
+        "an edit during the outage is answered, never dropped silently: {first}"
+    );
     let reply = a
         .request(json!({"type":"create","object":{"id":"during","type":"rect"}}))
         .await

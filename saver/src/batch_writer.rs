@@ -493,7 +493,9 @@ mod tests {
     impl DurableStore for Picky {
         async fn write_batch(&self, writes: &[ItemWrite]) -> Result<WriteOutcome, DurableError> {
             if writes.iter().any(|w| w.object_id().as_str() == "bad") {
-                return Err(DurableError::Rejected("item too large".into()));
+                return Err(DurableError::Rejected(canvas_shared::Cause::described(
+                    "item too large",
+                )));
             }
             self.written.lock().unwrap().extend_from_slice(writes);
             Ok(WriteOutcome::default())

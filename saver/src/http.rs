@@ -92,7 +92,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     };
     let dynamodb = match tokio::time::timeout(PROBE_TIMEOUT, state.durable.ping()).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(DurableError::TableMissing(message))) => Err(message),
+        Ok(Err(DurableError::TableMissing(message))) => Err(message.to_string()),
         Ok(Err(e)) => Err(format!("DynamoDB unreachable: {e}")),
         Err(_) => Err("DynamoDB did not answer in time".to_string()),
     };

@@ -4,6 +4,7 @@
 //! - [`hot`]: the shared working copy (Redis, or memory in dev mode), where edits are applied atomically.
 //! - [`durable`]: the source of truth (DynamoDB, or an embedded redb file in dev mode), where saves land.
 
+pub mod cause;
 pub mod config;
 pub mod durable;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod stored;
 pub mod telemetry;
 pub mod time;
 
+pub use cause::Cause;
 pub use error::{ErrorCode, Rejection};
 pub use ids::{ObjectId, ProjectId};
 pub use limits::Limits;

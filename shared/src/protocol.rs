@@ -203,6 +203,43 @@ impl ServerMessage<'_> {
     }
 }
 
+/// What every other client of a project receives for an applied edit (`created`, `updated`, `deleted`), built
+/// from JSON texts as they are stored, without re-parsing them. The Redis edit script writes these frames itself,
+/// byte for byte the same (a conformance test holds it to this layout).
+#[derive(Debug, Clone, Copy)]
+pub enum Broadcast<'a> {
+    /// `object`: the created object's JSON, with its `version`.
+    Created {
+        object: &'a str,
+    },
+    /// `patch`: the merge patch's JSON as the client's edit carried it.
+    Updated {
+        id: &'a ObjectId,
+        patch: &'a str,
+        version: u64,
+    },
+    Deleted {
+        id: &'a ObjectId,
+    },
+}
+
+impl Broadcast<'_> {
+    /// The frame for the edit that got `seq`, made by user `by`.
+    pub fn to_text(&self, seq: u64, by: &str) -> String {
+        let head = match self {
+            Broadcast::Created { object } => format!(r#"{{"type":"created","object":{object}"#),
+            Broadcast::Updated { id, patch, version } => format!(
+                r#"{{"type":"updated","id":{},"patch":{patch},"version":{version}"#,
+                json_string(id.as_str())
+            ),
+            Broadcast::Deleted { id } => {
+                format!(r#"{{"type":"deleted","id":{}"#, json_string(id.as_str()))
+            }
+        };
+        format!(r#"{head},"seq":{seq},"by":{}}}"#, json_string(by))
+    }
+}
+
 /// Encodes a `snapshot` frame from stored object JSON texts without re-parsing them.
 pub fn snapshot_frame(
     project: &str,
@@ -211,8 +248,38 @@ pub fn snapshot_frame(
     client_id: Option<&str>,
     objects: &[String],
 ) -> String {
+    project_state(
+        Some("snapshot"),
+        project,
+        seq,
+        saved_seq,
+        client_id,
+        objects,
+    )
+}
+
+/// The body of `GET /api/projects/{id}/objects`: a snapshot without the frame's `type`.
+pub fn objects_body(project: &str, seq: u64, saved_seq: u64, objects: &[String]) -> String {
+    project_state(None, project, seq, saved_seq, None, objects)
+}
+
+/// A project's state in the one layout snapshots and the objects route share.
+fn project_state(
+    frame_type: Option<&str>,
+    project: &str,
+    seq: u64,
+    saved_seq: u64,
+    client_id: Option<&str>,
+    objects: &[String],
+) -> String {
     let mut out = String::with_capacity(80 + objects.iter().map(|o| o.len() + 1).sum::<usize>());
-    out.push_str(r#"{"type":"snapshot","projectId":"#);
+    out.push('{');
+    if let Some(frame_type) = frame_type {
+        out.push_str(r#""type":"#);
+        out.push_str(&json_string(frame_type));
+        out.push(',');
+    }
+    out.push_str(r#""projectId":"#);
     out.push_str(&json_string(project));
     out.push_str(r#","seq":"#);
     out.push_str(&seq.to_string());

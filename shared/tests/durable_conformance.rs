@@ -270,7 +270,7 @@ fn same_value(a: &Value, b: &Value) -> bool {
 
 fn rejected(result: Result<WriteOutcome, DurableError>, what: &str) -> String {
     match result {
-        Err(DurableError::Rejected(message)) => message,
+        Err(DurableError::Rejected(message)) => message.to_string(),
         other => panic!("{what}: expected DurableError::Rejected, got {other:?}"),
     }
 }
@@ -609,7 +609,10 @@ mod dynamo_only {
         let DurableError::TableMissing(message) = &err else {
             panic!("expected TableMissing, got {err:?}");
         };
-        assert!(message.contains(&table), "{message:?} names {table}");
+        assert!(
+            message.to_string().contains(&table),
+            "{message:?} names {table}"
+        );
         assert!(!err.is_retryable());
         assert!(err.to_string().contains(&table));
 
@@ -668,7 +671,7 @@ mod dynamo_only {
                 panic!("{name}: expected one refused item, got {outcome:?}");
             };
             assert_eq!(write.object_id().as_str(), "o1");
-            assert!(message.contains("Number"), "{name}: {message}");
+            assert!(message.to_string().contains("Number"), "{name}: {message}");
             assert!(outcome.unprocessed.is_empty() && outcome.superseded.is_empty());
             assert_eq!(
                 load(&env, &format!("range-{name}")).await.len(),

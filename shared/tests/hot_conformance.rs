@@ -20,6 +20,7 @@ use canvas_shared::hot::{
 };
 use canvas_shared::ids::ProjectId;
 use canvas_shared::object::{merge_patch, Edit, NewObject, Patch};
+use canvas_shared::protocol::Broadcast;
 use canvas_shared::stored::StoredObject;
 use canvas_shared::{ErrorCode, Limits};
 use common::{oid, parse, pid, stored, tricky_object, tricky_props};
@@ -73,6 +74,7 @@ conformance!(
     json_exact_load,
     load_accepts_any_json_layout,
     bus_frames,
+    bus_frames_are_the_broadcast_serializer_byte_for_byte,
     bus_delivers_to_that_project_only,
     bus_ephemeral_has_seq_zero,
     bus_unsubscribe_stops_delivery,
@@ -959,6 +961,63 @@ async fn bus_frames(hot: &Fixture) {
         assert_eq!(parse(&m.frame), frame, "frame {i}");
     }
     expect_only_marker(hot, &mut rx, &p, "after-refused-edit").await;
+}
+
+/// The frames the store publishes are exactly [`Broadcast::to_text`]'s bytes (the Redis script writes its own,
+/// so without this test the two layouts could drift apart unnoticed while staying equal as JSON).
+async fn bus_frames_are_the_broadcast_serializer_byte_for_byte(hot: &Fixture) {
+    let p = pid("p-bytes");
+    open(hot, &p).await;
+    let (bus, mut rx) = open_bus(hot).await;
+    subscribe(bus.as_ref(), &p).await;
+    let by = "ann \"a\" ✓ \u{2028}";
+    let ctx = |now_ms| EditContext {
+        by,
+        origin: "conn-7",
+        now_ms,
+        limits: &LIMITS,
+    };
+    let id = oid("o.1:x-y_Z");
+
+    let created = hot
+        .apply(
+            &p,
+            &create(
+                json!({"id": id.as_str(), "type": "rect", "x": 1.5e-7, "z": [{}], "s": "\u{1}"}),
+            ),
+            ctx(1_000),
+        )
+        .await
+        .unwrap();
+    let patch = json!({"x": null, "big": 12345678901234567u64, "s": "é\"\\/"});
+    let updated = hot
+        .apply(&p, &update(id.as_str(), patch.clone()), ctx(1_001))
+        .await
+        .unwrap();
+    let deleted = hot
+        .apply(&p, &delete(id.as_str()), ctx(1_002))
+        .await
+        .unwrap();
+
+    let patch_text = serde_json::to_string(&patch).unwrap();
+    let created_object = created.object.clone().expect("a create returns its object");
+    let expected = [
+        Broadcast::Created {
+            object: &created_object,
+        }
+        .to_text(created.seq, by),
+        Broadcast::Updated {
+            id: &id,
+            patch: &patch_text,
+            version: updated.version.expect("an update has a version"),
+        }
+        .to_text(updated.seq, by),
+        Broadcast::Deleted { id: &id }.to_text(deleted.seq, by),
+    ];
+    for (i, frame) in expected.iter().enumerate() {
+        let m = next_message(&mut rx).await;
+        assert_eq!(&*m.frame, frame.as_str(), "frame {i}");
+    }
 }
 
 async fn bus_delivers_to_that_project_only(hot: &Fixture) {

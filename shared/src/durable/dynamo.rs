@@ -23,6 +23,7 @@ use super::{
     check_group, DurableError, DurableStore, ItemWrite, LoadedProject, WriteOp, WriteOutcome,
     SEQ_ITEM_ID,
 };
+use crate::cause::Cause;
 use crate::config::DynamoArgs;
 use crate::ids::ProjectId;
 
@@ -74,31 +75,44 @@ impl DynamoStore {
     }
 
     fn missing(&self) -> DurableError {
-        DurableError::TableMissing(format!(
+        DurableError::TableMissing(Cause::described(format!(
             "DynamoDB table {:?} does not exist: create it (partition key projectId S, sort key objectId S) or start \
              the saver with CANVAS_CREATE_TABLE=true",
             self.table
-        ))
+        )))
     }
 
     fn classify<E, R>(&self, err: SdkError<E, R>) -> DurableError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + Send + Sync + 'static,
     {
-        let text = DisplayErrorContext(&err).to_string();
-        match &err {
+        /// How a failure is handled, decided from DynamoDB's error code (never from its text).
+        enum Kind {
+            Throttled,
+            Missing,
+            Unavailable,
+            Rejected,
+        }
+        let kind = match &err {
             SdkError::ServiceError(service) => match service.err().code().unwrap_or_default() {
                 "ProvisionedThroughputExceededException"
                 | "ThrottlingException"
-                | "RequestLimitExceeded" => DurableError::Throttled(text),
-                "ResourceNotFoundException" => self.missing(),
+                | "RequestLimitExceeded" => Kind::Throttled,
+                "ResourceNotFoundException" => Kind::Missing,
                 "InternalServerError" | "ServiceUnavailable" | "InternalFailure" => {
-                    DurableError::Unavailable(text)
+                    Kind::Unavailable
                 }
-                _ => DurableError::Rejected(text),
+                _ => Kind::Rejected,
             },
-            _ => DurableError::Unavailable(text),
+            _ => Kind::Unavailable,
+        };
+        let cause = || Cause::explained(DisplayErrorContext(&err).to_string(), err);
+        match kind {
+            Kind::Throttled => DurableError::Throttled(cause()),
+            Kind::Missing => self.missing(),
+            Kind::Unavailable => DurableError::Unavailable(cause()),
+            Kind::Rejected => DurableError::Rejected(cause()),
         }
     }
 
@@ -121,14 +135,14 @@ impl DynamoStore {
                 .attribute_name(name)
                 .attribute_type(ScalarAttributeType::S)
                 .build()
-                .map_err(|e| DurableError::Rejected(e.to_string()))
+                .map_err(|e| DurableError::Rejected(Cause::new(e)))
         };
         let key = |name: &str, kind: KeyType| {
             KeySchemaElement::builder()
                 .attribute_name(name)
                 .key_type(kind)
                 .build()
-                .map_err(|e| DurableError::Rejected(e.to_string()))
+                .map_err(|e| DurableError::Rejected(Cause::new(e)))
         };
         let result = self
             .client
@@ -161,7 +175,7 @@ fn item_of(write: &ItemWrite) -> HashMap<String, AttributeValue> {
 }
 
 fn to_request(write: &ItemWrite) -> Result<WriteRequest, DurableError> {
-    let invalid = |e: aws_sdk_dynamodb::error::BuildError| DurableError::Rejected(e.to_string());
+    let invalid = |e: aws_sdk_dynamodb::error::BuildError| DurableError::Rejected(Cause::new(e));
     Ok(WriteRequest::builder()
         .put_request(
             PutRequest::builder()
@@ -349,10 +363,10 @@ impl DurableStore for DynamoStore {
                 Err(e) => return Err(e),
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(DurableError::Unavailable(format!(
+                return Err(DurableError::Unavailable(Cause::described(format!(
                     "table {:?} did not become ACTIVE",
                     self.table
-                )));
+                ))));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -361,10 +375,10 @@ impl DurableStore for DynamoStore {
     async fn ping(&self) -> Result<(), DurableError> {
         match self.describe_status().await? {
             Some(TableStatus::Active) | Some(TableStatus::Updating) => Ok(()),
-            other => Err(DurableError::Unavailable(format!(
+            other => Err(DurableError::Unavailable(Cause::described(format!(
                 "table {:?} is {other:?}",
                 self.table
-            ))),
+            )))),
         }
     }
 }

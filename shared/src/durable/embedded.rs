@@ -11,6 +11,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use super::{
     check_group, DurableError, DurableStore, ItemWrite, LoadedProject, WriteOp, WriteOutcome,
 };
+use crate::cause::Cause;
 use crate::ids::{ObjectId, ProjectId};
 use crate::stored::StoredObject;
 
@@ -29,7 +30,7 @@ pub struct EmbeddedStore {
 }
 
 fn failed(e: impl std::fmt::Display) -> DurableError {
-    DurableError::Unavailable(format!("embedded store: {e}"))
+    DurableError::Unavailable(Cause::described(format!("embedded store: {e}")))
 }
 
 impl EmbeddedStore {

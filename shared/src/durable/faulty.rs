@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{DurableError, DurableStore, ItemWrite, LoadedProject, WriteOutcome};
+use crate::cause::Cause;
 use crate::ids::ProjectId;
 
 /// Faults to inject; change them at any time from the test.
@@ -75,21 +76,23 @@ impl<S: DurableStore> DurableStore for FaultyStore<S> {
                 .unwrap_or_else(|e| e.into_inner())
                 .extend_from_slice(writes);
             tokio::time::sleep(HOLD).await;
-            return Err(DurableError::Unavailable(
-                "held batch never answered".into(),
-            ));
+            return Err(DurableError::Unavailable(Cause::described(
+                "held batch never answered",
+            )));
         }
         let delay = f.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         if f.down.load(Ordering::SeqCst) {
-            return Err(DurableError::Unavailable("injected outage".into()));
+            return Err(DurableError::Unavailable(Cause::described(
+                "injected outage",
+            )));
         }
         if take_one(&f.throttle_next) {
-            return Err(DurableError::Throttled(
-                "injected ProvisionedThroughputExceededException".into(),
-            ));
+            return Err(DurableError::Throttled(Cause::described(
+                "injected ProvisionedThroughputExceededException",
+            )));
         }
         let (now, later) = if writes.len() > 1 && take_one(&f.partial_next) {
             writes.split_at(writes.len() / 2)
@@ -105,14 +108,18 @@ impl<S: DurableStore> DurableStore for FaultyStore<S> {
 
     async fn load_project(&self, project: &ProjectId) -> Result<LoadedProject, DurableError> {
         if self.faults.down.load(Ordering::SeqCst) {
-            return Err(DurableError::Unavailable("injected outage".into()));
+            return Err(DurableError::Unavailable(Cause::described(
+                "injected outage",
+            )));
         }
         self.inner.load_project(project).await
     }
 
     async fn persist_seq(&self, project: &ProjectId, seq: u64) -> Result<(), DurableError> {
         if self.faults.down.load(Ordering::SeqCst) {
-            return Err(DurableError::Unavailable("injected outage".into()));
+            return Err(DurableError::Unavailable(Cause::described(
+                "injected outage",
+            )));
         }
         self.inner.persist_seq(project, seq).await
     }
@@ -123,7 +130,9 @@ impl<S: DurableStore> DurableStore for FaultyStore<S> {
 
     async fn ping(&self) -> Result<(), DurableError> {
         if self.faults.down.load(Ordering::SeqCst) {
-            return Err(DurableError::Unavailable("injected outage".into()));
+            return Err(DurableError::Unavailable(Cause::described(
+                "injected outage",
+            )));
         }
         self.inner.ping().await
     }

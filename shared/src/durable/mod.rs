@@ -15,6 +15,7 @@ pub mod validating;
 
 use async_trait::async_trait;
 
+use crate::cause::Cause;
 use crate::ids::{ObjectId, ProjectId};
 use crate::stored::{StoredObject, Tombstone};
 
@@ -67,21 +68,21 @@ pub struct WriteOutcome {
 /// twice), so that every store holds the saver to the same shape of request.
 pub(crate) fn check_group(writes: &[ItemWrite]) -> Result<(), DurableError> {
     if writes.len() > MAX_BATCH_ITEMS {
-        return Err(DurableError::Rejected(format!(
+        return Err(DurableError::Rejected(Cause::described(format!(
             "a batch holds at most {MAX_BATCH_ITEMS} writes; this one has {}",
             writes.len()
-        )));
+        ))));
     }
     let mut keys = std::collections::HashSet::with_capacity(writes.len());
     if let Some(dup) = writes
         .iter()
         .find(|w| !keys.insert((w.project.as_str(), w.object_id().as_str())))
     {
-        return Err(DurableError::Rejected(format!(
+        return Err(DurableError::Rejected(Cause::described(format!(
             "the batch writes {}/{} twice; keys must be distinct",
             dup.project,
             dup.object_id()
-        )));
+        ))));
     }
     Ok(())
 }
@@ -116,20 +117,20 @@ pub struct LoadedProject {
 pub enum DurableError {
     /// Throughput exceeded: back off and retry.
     #[error("durable store throttled the request: {0}")]
-    Throttled(String),
+    Throttled(#[source] Cause),
     /// Unreachable, timed out, or a server error: retry later.
     #[error("durable store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// The table does not exist.
     #[error("{0}")]
-    TableMissing(String),
+    TableMissing(#[source] Cause),
     /// The request itself is wrong (validation); retrying will not help.
     #[error("durable store rejected the request: {0}")]
-    Rejected(String),
+    Rejected(#[source] Cause),
     /// The store refuses this one item (a validation error about the item: a name, a size, a number), with the
     /// store's message; the item stays refused until it changes.
     #[error("durable store refused the item: {0}")]
-    ItemRefused(String),
+    ItemRefused(#[source] Cause),
 }
 
 impl DurableError {

@@ -20,6 +20,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::item::{to_item, OBJECT_KEY, PROJECT_KEY};
 use super::{DurableError, DurableStore, ItemWrite, LoadedProject, WriteOp, WriteOutcome};
+use crate::cause::Cause;
 use crate::ids::ProjectId;
 use crate::stored::StoredObject;
 
@@ -200,10 +201,10 @@ impl<S: DurableStore> DurableStore for ValidatingStore<S> {
             match violation {
                 Some(violation) => refused.push((
                     write.clone(),
-                    DurableError::ItemRefused(format!(
+                    DurableError::ItemRefused(Cause::described(format!(
                         "ValidationException: {violation} (object {})",
                         write.object_id()
-                    )),
+                    ))),
                 )),
                 None => valid.push(write.clone()),
             }

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::ids::{ObjectId, ProjectId};
 use crate::object::{merge_patch, Edit, VERSION_FIELD};
-use crate::protocol::ServerMessage;
+use crate::protocol::{Broadcast, ServerMessage};
 use crate::stored::{StoredObject, Tombstone};
 
 #[derive(Default)]
@@ -118,7 +118,7 @@ impl MemoryHotState {
         project: &mut Project,
         edit: &Edit,
         ctx: &EditContext<'_>,
-    ) -> Result<(Option<u64>, Value), EditRefusal> {
+    ) -> Result<Option<u64>, EditRefusal> {
         let limits = ctx.limits;
         let version_of = |object: &Map<String, Value>| {
             object
@@ -145,9 +145,8 @@ impl MemoryHotState {
                 if to_json(&body).len() > limits.max_object_bytes {
                     return Err(EditRefusal::ObjectTooLarge);
                 }
-                let frame = json!({"type": "created", "object": Value::Object(body.clone())});
                 project.objects.insert(object.id.clone(), body);
-                Ok((Some(1), frame))
+                Ok(Some(1))
             }
             Edit::Update { id, patch, .. } => {
                 let current = project.objects.get(id).ok_or(EditRefusal::NotFound)?;
@@ -168,14 +167,13 @@ impl MemoryHotState {
                     return Err(EditRefusal::ObjectTooLarge);
                 }
                 project.objects.insert(id.clone(), body);
-                let frame = json!({"type": "updated", "id": id.as_str(), "patch": Value::Object(patch.0.clone()), "version": version});
-                Ok((Some(version), frame))
+                Ok(Some(version))
             }
             Edit::Delete { id, .. } => {
                 let current = project.objects.get(id).ok_or(EditRefusal::NotFound)?;
                 check_condition(current)?;
                 project.objects.remove(id);
-                Ok((None, json!({"type": "deleted", "id": id.as_str()})))
+                Ok(None)
             }
         }
     }
@@ -194,7 +192,7 @@ impl EditStore for MemoryHotState {
             .projects
             .get_mut(project_id)
             .ok_or(HotError::NotLoaded)?;
-        let (version, mut frame) = Self::apply_locked(project, edit, &ctx).map_err(|refusal| {
+        let version = Self::apply_locked(project, edit, &ctx).map_err(|refusal| {
             HotError::Rejected(refusal.to_rejection(edit.object_id(), ctx.limits))
         })?;
         project.seq += 1;
@@ -205,16 +203,28 @@ impl EditStore for MemoryHotState {
         project.changed.insert(id.clone());
         let object = project.objects.get(&id).map(to_json);
         state.dirty.entry(project_id.clone()).or_insert(ctx.now_ms);
-        if let Value::Object(f) = &mut frame {
-            f.insert("seq".into(), json!(seq));
-            f.insert("by".into(), json!(ctx.by));
-        }
+        let patch_text;
+        let broadcast = match edit {
+            Edit::Create(_) => Broadcast::Created {
+                object: object.as_deref().unwrap_or("{}"),
+            },
+            Edit::Update { patch, .. } => {
+                patch_text = to_json(&patch.0);
+                Broadcast::Updated {
+                    id: &id,
+                    patch: &patch_text,
+                    version: version.unwrap_or(0),
+                }
+            }
+            Edit::Delete { .. } => Broadcast::Deleted { id: &id },
+        };
+        let frame = broadcast.to_text(seq, ctx.by);
         // Published under the state lock so that every bus sees edits in seq order, as Redis guarantees.
         self.publish(BusMessage {
             project: project_id.clone(),
             origin: ctx.origin.to_string(),
             seq,
-            frame: Arc::from(frame.to_string()),
+            frame: Arc::from(frame),
             trace: crate::telemetry::current_traceparent(),
         });
         drop(state);

@@ -18,6 +18,7 @@ pub use refusal::EditRefusal;
 
 use async_trait::async_trait;
 
+use crate::cause::Cause;
 use crate::error::{ErrorCode, Rejection};
 
 pub use edit_store::{
@@ -40,11 +41,11 @@ pub enum HotError {
     Rejected(#[from] Rejection),
     /// The hot state could not be reached or answered with an error: the call did not run.
     #[error("hot state unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// The call was sent but its reply never came (timed out, or the connection died after sending): it may have
     /// run. An edit that ends so must never be reported as not applied.
     #[error("hot state outcome unknown: {0}")]
-    OutcomeUnknown(String),
+    OutcomeUnknown(#[source] Cause),
 }
 
 impl HotError {

@@ -18,6 +18,7 @@ use super::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
     EditStore, HotError, IdempotencyClaim, LeaseClock, Reachable, SaveQueue, Snapshot,
 };
+use crate::cause::Cause;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::{ObjectId, ProjectId};
 use crate::limits::Limits;
@@ -51,18 +52,27 @@ static DIRTY_SUMMARY: LazyLock<Script> =
 /// How long one Redis command may take before the caller gets `unavailable`.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn unavailable(err: impl std::fmt::Display) -> HotError {
-    HotError::Unavailable(err.to_string())
+fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> HotError {
+    HotError::Unavailable(Cause::new(err))
 }
 
-/// A failed edit call: a reply that timed out leaves its outcome unknown (Redis may run the script after all);
-/// every other failure is `Unavailable`. A connection that dies after the call was written is not yet told apart
-/// from one that was already dead (the client library reports both alike).
+fn unavailable_because(text: impl Into<String>) -> HotError {
+    HotError::Unavailable(Cause::described(text))
+}
+
+/// A failed edit call. Only what provably never ran is `Unavailable`: Redis answered with an error (the scripts
+/// check everything before they write), or no connection could be made at all. Any other failure (the reply timed
+/// out, the connection broke while the call was written or awaited) may have come after Redis ran the script, so
+/// its outcome is unknown.
 fn edit_failure(err: redis::RedisError) -> HotError {
-    if err.is_timeout() {
-        HotError::OutcomeUnknown(err.to_string())
-    } else {
+    let never_ran = matches!(
+        err.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+    ) || err.is_connection_refusal();
+    if never_ran {
         unavailable(err)
+    } else {
+        HotError::OutcomeUnknown(Cause::new(err))
     }
 }
 
@@ -77,8 +87,9 @@ pub struct RedisHotState {
 impl RedisHotState {
     /// Prepares a connection; it is made lazily and re-made by itself after an outage.
     pub fn connect(url: &str) -> Result<Self, HotError> {
-        let client =
-            Client::open(url).map_err(|e| unavailable(format!("bad REDIS_URL {url:?}: {e}")))?;
+        let client = Client::open(url).map_err(|e| {
+            HotError::Unavailable(Cause::explained(format!("bad REDIS_URL {url:?}: {e}"), e))
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -198,7 +209,7 @@ impl EditStore for RedisHotState {
             reply
                 .next()
                 .and_then(|s| s.parse().ok())
-                .ok_or_else(|| unavailable(format!("snapshot reply had no {name}")))
+                .ok_or_else(|| unavailable_because(format!("snapshot reply had no {name}")))
         };
         let seq = number("seq")?;
         let saved_seq = number("savedSeq")?;
@@ -508,12 +519,12 @@ impl Bus for RedisBus {
         state.channels.insert(channel.clone());
         // While disconnected the reconnect loop subscribes every wanted channel.
         let Some(sink) = state.sink.as_mut() else {
-            return Err(unavailable("pub/sub is reconnecting"));
+            return Err(unavailable_because("pub/sub is reconnecting"));
         };
         let failed = match tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(&channel)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => unavailable(e),
-            Err(_) => unavailable("pub/sub subscribe timed out"),
+            Err(_) => unavailable_because("pub/sub subscribe timed out"),
         };
         // Without a reconnect nothing would retry this channel, and its clients would miss broadcasts unnoticed.
         state.sink = None;

@@ -57,6 +57,7 @@ end
 redis.call('SADD', KEYS[4], id)
 redis.call('ZADD', KEYS[5], 'NX', ARGV[5], ARGV[11])
 
+-- The broadcast frame, in the layout of `Broadcast` in protocol.rs byte for byte (a conformance test checks).
 local tail = ',"seq":' .. seq .. ',"by":' .. ARGV[6] .. '}'
 local frame
 if op == 'c' then
