@@ -395,6 +395,51 @@ async fn a_token_that_expires_mid_connection_closes_it_with_1008() {
     );
 }
 
+#[tokio::test]
+async fn an_expired_token_edits_nothing_even_while_its_client_stops_reading() {
+    let redis = RedisServer::start();
+    let g = jwt_gateway(&redis).await;
+    let p = project("expiry-stalled");
+    let exp = now_secs() + 4;
+    let short = hs256(&json!({"sub":"hal","exp":exp,"projects":{ p.clone(): "editor" }}));
+    let long = token("ivy", json!({ p.clone(): "editor" }));
+    // This client stops reading: its socket's buffers fill and the gateway's write to it blocks.
+    let (mut stalled, _) = join(&g, &p, &short).await;
+    let (mut flooder, _) = join(&g, &p, &long).await;
+    let filler = "x".repeat(60_000);
+    for i in 0..200 {
+        let reply = flooder
+            .request(json!({"type":"create","object":{"id":format!("big{i}"),"type":"rect","fill":filler}}))
+            .await
+            .unwrap();
+        assert_eq!(reply["type"], "ack", "{reply}");
+    }
+    while now_secs() <= exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // After expiry the stalled client still writes: none of it may be applied.
+    let _ = stalled
+        .send(&json!({"type":"create","reqId":"late","object":{"id":"after-expiry","type":"rect"}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        redis.cli(&[
+            "HEXISTS",
+            &format!("canvas:{{{p}}}:objects"),
+            "after-expiry"
+        ]),
+        "0",
+        "an edit sent after the token expired was applied"
+    );
+    assert_eq!(
+        flooder.request(json!({"type":"ping"})).await.unwrap()["type"],
+        "pong",
+        "the other client is unaffected"
+    );
+}
+
 fn public_key_auth(pem_file: Option<&str>, pem_text: Option<&str>, secret: bool) -> Options {
     let file = pem_file.map(|name| {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

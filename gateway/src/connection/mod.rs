@@ -99,8 +99,8 @@ pub(crate) async fn run(
     let _ = tx.try_send(Outbound::Resync { req_id: None });
     let mut used_presence = false;
     tokio::select! {
-        _ = Writer::new(&state, &conn, sink, &kill).run(rx, expiry) => {}
-        _ = reader::read_loop(&state, &conn, early, stream, &tx, &mut used_presence) => {}
+        _ = Writer::new(&state, &conn, sink, &kill, expiry).run(rx) => {}
+        _ = reader::read_loop(&state, &conn, early, stream, &tx, expiry, &mut used_presence) => {}
     }
     state.hub.leave(&conn.project, &conn.id).await;
     if used_presence {

@@ -61,6 +61,7 @@ pub(super) async fn read_loop(
     mut early: Option<Received>,
     mut stream: SplitStream<WebSocket>,
     tx: &OutboxSender,
+    expiry: Option<Instant>,
     used_presence: &mut bool,
 ) {
     let mut throttle = Throttle::new(state);
@@ -70,6 +71,11 @@ pub(super) async fn read_loop(
             None => stream.next().await,
         };
         let Some(received) = received else { return };
+        if expiry.is_some_and(|at| Instant::now() >= at) {
+            // The token has expired: nothing more from this client is handled. The writer closes the connection
+            // with 1008 (even when the client stopped reading and a write is blocked).
+            std::future::pending::<()>().await;
+        }
         let text = match received {
             Ok(Message::Text(text)) => text,
             Ok(Message::Binary(_)) => {

@@ -4,7 +4,8 @@
 //! publishes every edit in `seq` order, but the sender's ack comes back on a different path (the script's
 //! reply) than the other clients' edits (the bus). The [`Sequencer`] holds an ack until the sender's own edit
 //! has come back through the bus, so that the sender sees acks and broadcasts in `seq` order too. If the bus
-//! lost the echo, the ack goes out after [`ACK_HOLD`] anyway: an ack is never withheld.
+//! lost the echo, the ack goes out after [`ACK_HOLD`] anyway: an ack is never withheld. A broadcast older than
+//! such an ack that arrives after it would then be out of order; it is not sent, and the connection resyncs.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -69,6 +70,10 @@ pub struct Sequencer {
     queue: VecDeque<Slot>,
     /// Acks that gave up waiting for their echo; a late echo is then just ignored.
     released_early: BTreeSet<u64>,
+    /// The highest `seq` of an ack that gave up waiting: a broadcast below it would reach the client out of order.
+    released_high: u64,
+    /// A broadcast was held back because it came after a newer ack: the client needs a resync to get it.
+    needs_resync: bool,
 }
 
 impl Sequencer {
@@ -81,7 +86,17 @@ impl Sequencer {
         if seq <= self.floor {
             return Vec::new();
         }
+        if seq < self.released_high {
+            // The client already has a newer ack: this edit can only reach it in order through a resync.
+            self.needs_resync = true;
+            return Vec::new();
+        }
         self.push(Slot::Ready(Frame::Shared(frame)))
+    }
+
+    /// Whether a broadcast was held back for coming after a newer ack (asks once; a snapshot settles it).
+    pub fn take_needs_resync(&mut self) -> bool {
+        std::mem::take(&mut self.needs_resync)
     }
 
     /// This connection's own edit came back through the bus.
@@ -121,6 +136,7 @@ impl Sequencer {
     /// A snapshot at `seq` was sent: acks it covers go out, broadcasts it covers are dropped.
     pub fn on_snapshot(&mut self, seq: u64) -> Vec<Frame> {
         self.floor = seq;
+        self.needs_resync = false;
         let mut out = Vec::new();
         let held = std::mem::take(&mut self.queue);
         for slot in held {
@@ -157,6 +173,7 @@ impl Sequencer {
         for seq in due {
             if let Some((frame, _)) = self.early_acks.remove(&seq) {
                 self.released_early.insert(seq);
+                self.released_high = self.released_high.max(seq);
                 out.push(Frame::Owned(frame));
             }
         }
@@ -174,6 +191,9 @@ impl Sequencer {
         let mut out = self.drain();
         let early = std::mem::take(&mut self.early_acks);
         self.released_early.extend(early.keys().copied());
+        if let Some(high) = early.keys().next_back() {
+            self.released_high = self.released_high.max(*high);
+        }
         out.extend(early.into_values().map(|(frame, _)| Frame::Owned(frame)));
         self.trim_released();
         out
@@ -264,6 +284,27 @@ mod tests {
             s.on_echo(3, now + ACK_HOLD).is_empty(),
             "a late echo sends nothing twice"
         );
+    }
+
+    #[test]
+    fn a_broadcast_older_than_an_early_released_ack_asks_for_a_resync() {
+        let mut s = Sequencer::default();
+        let now = Instant::now();
+        s.on_ack(12, "ack12".into(), now);
+        assert_eq!(texts(s.overdue(now + ACK_HOLD)), ["ack12"]);
+        // Edit 11 of another client was slow on the bus: sending it now would put 11 after 12.
+        assert!(s.on_broadcast(11, b("b11")).is_empty());
+        assert!(
+            s.take_needs_resync(),
+            "the client must resync to get edit 11"
+        );
+        assert!(!s.take_needs_resync(), "asked once");
+        assert_eq!(texts(s.on_broadcast(13, b("b13"))), ["b13"]);
+        // The snapshot covers 11; later broadcasts flow again.
+        s.on_broadcast(11, b("b11"));
+        assert!(s.on_snapshot(13).is_empty());
+        assert!(!s.take_needs_resync());
+        assert_eq!(texts(s.on_broadcast(14, b("b14"))), ["b14"]);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub(super) struct Writer<'a> {
     /// Cancelled by the hub when the client stops reading.
     kill: &'a CancellationToken,
     order: Sequencer,
+    /// When the client's token stops being accepted.
+    expiry: Option<Instant>,
     snapshot_sent: bool,
     /// Frames fed to the sink but not yet flushed.
     unflushed: bool,
@@ -50,6 +52,7 @@ impl<'a> Writer<'a> {
         conn: &'a Conn,
         sink: SplitSink<WebSocket, Message>,
         kill: &'a CancellationToken,
+        expiry: Option<Instant>,
     ) -> Self {
         Self {
             state,
@@ -57,15 +60,16 @@ impl<'a> Writer<'a> {
             sink,
             kill,
             order: Sequencer::default(),
+            expiry,
             snapshot_sent: false,
             unflushed: false,
         }
     }
 
-    /// Writes until the connection ends; `expiry` is when the client's token stops being accepted.
-    pub(super) async fn run(mut self, mut outbox: OutboxReceiver, expiry: Option<Instant>) {
+    /// Writes until the connection ends.
+    pub(super) async fn run(mut self, mut outbox: OutboxReceiver) {
         let end = loop {
-            if let Err(end) = self.step(&mut outbox, expiry).await {
+            if let Err(end) = self.step(&mut outbox).await {
                 break end;
             }
         };
@@ -73,8 +77,8 @@ impl<'a> Writer<'a> {
     }
 
     /// Waits for the next thing to do and does it.
-    async fn step(&mut self, outbox: &mut OutboxReceiver, expiry: Option<Instant>) -> Step {
-        let (state, kill, conn) = (self.state, self.kill, self.conn);
+    async fn step(&mut self, outbox: &mut OutboxReceiver) -> Step {
+        let (state, kill, conn, expiry) = (self.state, self.kill, self.conn, self.expiry);
         let deadline = self.order.next_deadline();
         let outbound = tokio::select! {
             biased;
@@ -85,10 +89,7 @@ impl<'a> Writer<'a> {
                 tracing::info!(project = %conn.project, conn = %conn.id, "dropping slow client");
                 return Err(End::Close { code: close_code::POLICY, reason: "client too slow: outgoing queue full" });
             }
-            _ = sleep_until(expiry) => {
-                tracing::info!(project = %conn.project, conn = %conn.id, user = %conn.identity.user, "token expired; closing");
-                return Err(End::Close { code: close_code::POLICY, reason: "token expired; reconnect with a fresh token" });
-            }
+            _ = sleep_until(expiry) => return Err(token_expired(conn)),
             _ = sleep_until(deadline) => return self.send_overdue().await,
             outbound = outbox.recv() => outbound.ok_or(End::OutboxClosed)?,
         };
@@ -98,8 +99,8 @@ impl<'a> Writer<'a> {
         // (or the write buffer fills), so a burst of broadcasts costs one syscall, not one per frame.
         if self.unflushed && outbox.is_empty() {
             self.unflushed = false;
-            let (state, kill) = (self.state, self.kill);
-            unless_stopped(state, kill, self.sink.flush()).await?;
+            let stops = self.stops();
+            stops.guard(self.sink.flush()).await?;
         }
         Ok(())
     }
@@ -107,7 +108,13 @@ impl<'a> Writer<'a> {
     /// The frames one outbox message puts on the wire now (acks and broadcasts may be held for ordering).
     async fn frames_for(&mut self, outbound: Outbound) -> Step<Vec<Utf8Bytes>> {
         let frames = match outbound {
-            Outbound::Broadcast { seq, frame } => texts(self.order.on_broadcast(seq, frame)),
+            Outbound::Broadcast { seq, frame } => {
+                let mut frames = texts(self.order.on_broadcast(seq, frame));
+                if self.order.take_needs_resync() {
+                    frames.extend(self.resync(None).await?);
+                }
+                frames
+            }
             Outbound::Echo { seq } => texts(self.order.on_echo(seq, Instant::now())),
             Outbound::Ack { seq, frame } => texts(self.order.on_ack(seq, frame, Instant::now())),
             Outbound::Reply(text) | Outbound::Error { frame: text, .. } => vec![text.into()],
@@ -129,8 +136,10 @@ impl<'a> Writer<'a> {
             Ok(snapshot) => Ok(self.snapshot_frames(&snapshot, req_id.as_deref())),
             Err(r) if !self.snapshot_sent => {
                 let error = error_frame(None, r.code, &r.message);
-                let (state, kill) = (self.state, self.kill);
-                unless_stopped(state, kill, self.sink.send(Message::Text(error.into()))).await?;
+                let stops = self.stops();
+                stops
+                    .guard(self.sink.send(Message::Text(error.into())))
+                    .await?;
                 Err(End::Close {
                     code: close_code::TRY_AGAIN_LATER,
                     reason: "state unavailable; reconnect later",
@@ -167,20 +176,31 @@ impl<'a> Writer<'a> {
 
     /// Acks whose echo never came, and frames held behind them, once their wait is over.
     async fn send_overdue(&mut self) -> Step {
-        let (state, kill) = (self.state, self.kill);
+        let stops = self.stops();
         for frame in self.order.overdue(Instant::now()) {
-            unless_stopped(state, kill, self.sink.send(Message::Text(frame.into()))).await?;
+            stops
+                .guard(self.sink.send(Message::Text(frame.into())))
+                .await?;
         }
         Ok(())
     }
 
     async fn feed(&mut self, frames: Vec<Utf8Bytes>) -> Step {
         self.unflushed |= !frames.is_empty();
-        let (state, kill) = (self.state, self.kill);
+        let stops = self.stops();
         for frame in frames {
-            unless_stopped(state, kill, self.sink.feed(Message::Text(frame))).await?;
+            stops.guard(self.sink.feed(Message::Text(frame))).await?;
         }
         Ok(())
+    }
+
+    fn stops(&self) -> Stops<'a> {
+        Stops {
+            state: self.state,
+            kill: self.kill,
+            conn: self.conn,
+            expiry: self.expiry,
+        }
     }
 
     /// After a write did not complete, a slow client is dropped without ceremony (it is not reading); otherwise
@@ -209,21 +229,35 @@ fn texts(frames: Vec<Frame>) -> Vec<Utf8Bytes> {
     frames.into_iter().map(Utf8Bytes::from).collect()
 }
 
-/// Runs a write unless the connection is dropped as too slow or the gateway shuts down first. A client that
-/// stops reading blocks the write; the hub then marks it slow, and the writer must notice.
-async fn unless_stopped(
-    state: &AppState,
-    kill: &CancellationToken,
-    write: impl std::future::Future<Output = Result<(), axum::Error>>,
-) -> Step {
-    let written = tokio::select! {
-        written = write => written.is_ok(),
-        _ = kill.cancelled() => false,
-        _ = state.shutdown.cancelled() => false,
-    };
-    if written {
-        Ok(())
-    } else {
-        Err(End::WriteStopped)
+fn token_expired(conn: &Conn) -> End {
+    tracing::info!(project = %conn.project, conn = %conn.id, user = %conn.identity.user, "token expired; closing");
+    End::Close {
+        code: close_code::POLICY,
+        reason: "token expired; reconnect with a fresh token",
+    }
+}
+
+/// What ends a write that does not complete: a client that stops reading blocks it; the hub then marks it slow,
+/// the gateway may shut down, or the client's token may expire meanwhile, and the writer must notice each.
+#[derive(Clone, Copy)]
+struct Stops<'a> {
+    state: &'a AppState,
+    kill: &'a CancellationToken,
+    conn: &'a Conn,
+    expiry: Option<Instant>,
+}
+
+impl Stops<'_> {
+    /// Runs a write unless one of the stops comes first.
+    async fn guard(
+        self,
+        write: impl std::future::Future<Output = Result<(), axum::Error>>,
+    ) -> Step {
+        tokio::select! {
+            written = write => written.map_err(|_| End::WriteStopped),
+            _ = self.kill.cancelled() => Err(End::WriteStopped),
+            _ = self.state.shutdown.cancelled() => Err(End::WriteStopped),
+            _ = sleep_until(self.expiry) => Err(token_expired(self.conn)),
+        }
     }
 }
