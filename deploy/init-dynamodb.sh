@@ -57,3 +57,12 @@ while :; do
   sleep 1
 done
 echo "init-dynamodb: created table $table (projectId S / objectId S, PAY_PER_REQUEST)"
+
+# Tombstones of deleted objects carry purgeAt (epoch seconds, a week after the delete); time to live removes them.
+# DynamoDB Local may not implement time to live: the table works without it, its tombstones just stay.
+if ddb update-time-to-live --table-name "$table" \
+    --time-to-live-specification Enabled=true,AttributeName=purgeAt >/dev/null 2>&1; then
+  echo "init-dynamodb: time to live enabled on purgeAt"
+else
+  echo "init-dynamodb: time to live not enabled on purgeAt (not supported here); tombstones stay"
+fi

@@ -411,6 +411,45 @@ async fn a_timed_out_write_that_lands_late_never_undoes_a_newer_one() {
 }
 
 #[tokio::test]
+async fn a_stalled_write_that_lands_after_a_lease_takeover_never_undoes_the_new_owners() {
+    let env = Env::start().await;
+    let hot = env.hot();
+    open(hot.as_ref(), "takeover").await;
+    create(hot.as_ref(), "takeover", rect("kept", 1)).await;
+    create(hot.as_ref(), "takeover", rect("gone", 1)).await;
+    // Saver A's request stalls in flight (it will execute, but only much later).
+    let stalled = FaultyStore::new(env.store.clone());
+    stalled.faults.hold_next.store(1, Ordering::SeqCst);
+    let mut s = settings();
+    s.concurrency = 1;
+    s.lease = Duration::from_millis(3000);
+    let a = spawn_saver(Arc::clone(&hot), Arc::new(stalled.clone()), s.clone()).await;
+    wait_until(Duration::from_secs(5), "A's request in flight", || async {
+        stalled.faults.batches.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+
+    // Newer edits arrive; A's lease runs out and saver B takes the project over and saves them.
+    update(hot.as_ref(), "takeover", "kept", json!({"x": 2})).await;
+    delete(hot.as_ref(), "takeover", "gone").await;
+    env.redis.cli(&["ZADD", "canvas:leases", "0", "takeover"]);
+    s.owner = "saver-b".into();
+    let b = spawn_saver(Arc::clone(&hot), Arc::new(env.store.clone()), s).await;
+    wait_clean(hot.as_ref(), Duration::from_secs(10)).await;
+    assert_persisted(hot.as_ref(), &env.store, "takeover").await;
+
+    // Now A's stalled request executes, with the old state of both objects: it changes nothing.
+    let late = stalled.release_held().await.expect("late request");
+    assert_eq!(late.superseded.len(), 2, "{late:?}");
+    assert_persisted(hot.as_ref(), &env.store, "takeover").await;
+    let items = query(&env.store, "takeover").await;
+    assert_eq!(items.keys().collect::<Vec<_>>(), ["kept"]);
+    assert_eq!(items["kept"]["x"], 2);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
 async fn an_object_the_store_refuses_is_held_back_and_the_rest_is_saved() {
     let env = Env::start().await;
     let hot = env.hot();

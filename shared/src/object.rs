@@ -13,9 +13,11 @@ use crate::limits::Limits;
 /// The server-owned property that counts an object's applied edits.
 pub const VERSION_FIELD: &str = "version";
 
-/// Top-level names the durable store uses for its own attributes (keys and edit time). An object may not use
-/// them, or it would not come back as it was written.
-pub const RESERVED_FIELDS: [&str; 3] = ["projectId", "objectId", "updatedAt"];
+/// Top-level names the durable store uses for its own attributes (keys, edit time, and a tombstone's delete time
+/// and purge time). An object may not use them, or it would not come back as it was written (an item with
+/// `deletedAt` reads as deleted; one with `purgeAt` would be removed by DynamoDB's time to live).
+pub const RESERVED_FIELDS: [&str; 5] =
+    ["projectId", "objectId", "updatedAt", "deletedAt", "purgeAt"];
 
 /// Deepest nesting accepted (objects and arrays, the object itself counting as one). DynamoDB's rule: nested
 /// attributes go at most 32 levels deep, a top-level attribute being level 1, so a top-level property may hold at
@@ -296,6 +298,23 @@ mod tests {
 
     fn oid(s: &str) -> ObjectId {
         ObjectId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn storage_names_are_refused_in_objects_and_patches() {
+        // `deletedAt` would make the saved item read back as a deleted object, `purgeAt` would let the table's
+        // time to live remove it: neither may be acked.
+        for name in ["projectId", "objectId", "updatedAt", "deletedAt", "purgeAt"] {
+            let body = json!({"id": "o1", "type": "rect", name: 1});
+            let err = NewObject::from_json(body, &Limits::default())
+                .expect_err(&format!("{name} refused in an object"));
+            assert_eq!(err.code, ErrorCode::BadRequest, "{name}");
+            let patch = json!({ name: 1 });
+            assert!(
+                Patch::from_json(&oid("o1"), patch, &Limits::default()).is_err(),
+                "{name} refused in a patch"
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
-    ScalarAttributeType, TableStatus, WriteRequest,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -156,12 +156,43 @@ impl DynamoStore {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             // Another saver created it first.
-            Err(SdkError::ServiceError(e)) if e.err().code() == Some("ResourceInUseException") => {
-                Ok(())
+            Err(SdkError::ServiceError(e)) if e.err().code() == Some("ResourceInUseException") => {}
+            Err(e) => return Err(self.classify(e)),
+        }
+        self.enable_tombstone_purge().await;
+        Ok(())
+    }
+
+    /// Lets DynamoDB remove tombstones once their `purgeAt` has passed. A table that cannot (an emulator without
+    /// time to live) still works; its tombstones just stay.
+    async fn enable_tombstone_purge(&self) {
+        let spec = match TimeToLiveSpecification::builder()
+            .attribute_name(item::PURGE_AT)
+            .enabled(true)
+            .build()
+        {
+            Ok(spec) => spec,
+            Err(e) => {
+                tracing::warn!(error = %e, "time to live specification is invalid");
+                return;
             }
-            Err(e) => Err(self.classify(e)),
+        };
+        let result = self
+            .client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(spec)
+            .send()
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(
+                table = %self.table,
+                error = %DisplayErrorContext(&e),
+                "could not enable time to live on purgeAt: tombstones of deleted objects will stay in the table \
+                 (enable it on the table to have them removed a week after each delete)"
+            );
         }
     }
 }

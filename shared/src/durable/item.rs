@@ -1,8 +1,9 @@
 //! Conversion between object JSON and DynamoDB attribute maps, lossless for every JSON value.
 //!
 //! An item holds the object's properties, `projectId` and `objectId` (the keys) and `updatedAt` (the stamp every
-//! write is conditional on). A tombstone holds only the keys, `updatedAt` and `deletedAt`; items whose `objectId`
-//! begins with `~` belong to the system. Neither is an object.
+//! write is conditional on). A tombstone holds only the keys, `updatedAt`, `deletedAt` and `purgeAt` (when
+//! DynamoDB's time to live may remove it); items whose `objectId` begins with `~` belong to the system. Neither is
+//! an object.
 
 use std::collections::HashMap;
 
@@ -17,6 +18,11 @@ pub const PROJECT_KEY: &str = "projectId";
 pub const OBJECT_KEY: &str = "objectId";
 pub const UPDATED_AT: &str = "updatedAt";
 pub const DELETED_AT: &str = "deletedAt";
+/// A tombstone's expiry in epoch seconds: the attribute the table's time to live is enabled on.
+pub const PURGE_AT: &str = "purgeAt";
+/// How long a tombstone outlives its delete. It only has to outlive every write of the object that can still be in
+/// flight (an abandoned request lives for seconds, not days); a week leaves room for any retry or clock slip.
+pub const TOMBSTONE_RETENTION_SECS: i64 = 7 * 24 * 3600;
 /// The first character of a system item's `objectId`.
 pub const SYSTEM_PREFIX: char = '~';
 
@@ -124,7 +130,8 @@ pub fn seq_of(item: &HashMap<String, AttributeValue>) -> u64 {
     }
 }
 
-/// The tombstone item of a deleted object: `deletedAt` is the delete's stamp, as is `updatedAt`.
+/// The tombstone item of a deleted object: `deletedAt` is the delete's stamp, as is `updatedAt`; `purgeAt` is
+/// when the table's time to live may remove it ([`TOMBSTONE_RETENTION_SECS`] after the delete).
 pub fn tombstone_item(
     project: &ProjectId,
     tombstone: &Tombstone,
@@ -133,6 +140,8 @@ pub fn tombstone_item(
     let stamp = AttributeValue::N(tombstone.stamp.to_string());
     item.insert(UPDATED_AT.into(), stamp.clone());
     item.insert(DELETED_AT.into(), stamp);
+    let purge_at = tombstone.stamp.div_euclid(1000) + TOMBSTONE_RETENTION_SECS;
+    item.insert(PURGE_AT.into(), AttributeValue::N(purge_at.to_string()));
     item
 }
 
@@ -177,6 +186,23 @@ mod tests {
     fn json_round_trips_through_attributes() {
         let value = json!({"a":[],"b":{},"c":0.30000000000000004,"d":-12,"e":18446744073709551615u64,"f":null,"g":[true,"x",{"h":[1.5]}],"i":""});
         assert_eq!(from_attribute(&to_attribute(&value)), value);
+    }
+
+    #[test]
+    fn tombstones_carry_their_purge_time_a_retention_after_the_delete() {
+        let project = ProjectId::parse("p1").unwrap();
+        let tombstone = Tombstone {
+            id: ObjectId::parse("o1").unwrap(),
+            stamp: 1_700_000_123_456,
+        };
+        let item = tombstone_item(&project, &tombstone);
+        assert_eq!(
+            item.get(PURGE_AT),
+            Some(&AttributeValue::N(
+                (1_700_000_123 + TOMBSTONE_RETENTION_SECS).to_string()
+            ))
+        );
+        assert!(from_item(&item).is_none(), "a tombstone is no object");
     }
 
     #[test]
