@@ -15,6 +15,11 @@ use crate::config::AbuseArgs;
 use crate::error::ApiError;
 
 /// A token bucket: `burst` tokens at most, refilled at `per_second`. A rate of 0 means unlimited.
+///
+/// Hand-written rather than `governor`'s: each bucket belongs to one connection's reader (no sharing, so no atomics),
+/// it takes `now` from its caller (so that tests step time exactly, on tokio's paused clock as on the real one), and
+/// it allows fractional rates and a burst of any size with the same few lines; governor's strengths (keyed,
+/// concurrent limiters with lock-free state) are not needed here.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     per_second: f64,

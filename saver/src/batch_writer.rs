@@ -101,6 +101,8 @@ pub(crate) fn pack(writes: Vec<ItemWrite>) -> Vec<Vec<ItemWrite>> {
 }
 
 /// Full-jitter backoff before retry number `attempt` (1-based): uniform in [0, min(max, base · 2^(attempt-1))].
+/// One line of arithmetic, kept here rather than in a retry crate, because the retry loop around it is not generic:
+/// it resends only the unprocessed part of a batch and narrows refused requests down, which no retry crate models.
 pub(crate) fn backoff(settings: &BatchSettings, attempt: u32) -> Duration {
     let exp = settings
         .backoff_base

@@ -21,8 +21,6 @@ const DEFAULT_MAX_ATTEMPTS: u32 = 6;
 const DEFAULT_BACKOFF_BASE_MS: u64 = 50;
 const DEFAULT_BACKOFF_MAX_MS: u64 = 2000;
 const DEFAULT_STORE_RETRY_MS: u64 = 1000;
-/// The table named in messages when none is configured (the binary takes the real one from `--table`).
-const DEFAULT_TABLE: &str = "canvas_objects";
 
 /// Command line and environment of the `saver` binary.
 #[derive(clap::Parser, Debug, Clone)]
@@ -215,7 +213,7 @@ impl Default for SaverSettings {
             backoff_max: Duration::from_millis(DEFAULT_BACKOFF_MAX_MS),
             operator_token: None,
             owner: default_owner(),
-            table: DEFAULT_TABLE.into(),
+            table: canvas_shared::config::DEFAULT_TABLE.into(),
             store_retry: Duration::from_millis(DEFAULT_STORE_RETRY_MS),
         }
     }

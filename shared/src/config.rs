@@ -17,6 +17,9 @@ pub struct RedisArgs {
     pub redis_url: String,
 }
 
+/// The DynamoDB table when `CANVAS_TABLE` is not set.
+pub const DEFAULT_TABLE: &str = "canvas_objects";
+
 /// Where the durable store lives.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DynamoArgs {
@@ -27,7 +30,7 @@ pub struct DynamoArgs {
     #[arg(long = "aws-region", env = "AWS_REGION", default_value = "us-east-1")]
     pub region: String,
     /// DynamoDB table name.
-    #[arg(long = "table", env = "CANVAS_TABLE", default_value = "canvas_objects")]
+    #[arg(long = "table", env = "CANVAS_TABLE", default_value = DEFAULT_TABLE)]
     pub table: String,
     /// Attempts the AWS SDK makes per request (its own retries, inside ours). The saver retries with its own
     /// backoff, so 1 keeps failures quick to see; cold loads benefit from the default.
