@@ -12,7 +12,7 @@ use canvas_gateway::auth::{Auth, AuthArgs};
 use canvas_gateway::config::TuningArgs;
 use canvas_gateway::{serve_with, AppState};
 use canvas_saver::{Saver, SaverSettings, DEFAULT_INTERVAL_MS};
-use canvas_shared::config::{LimitsArgs, TelemetryArgs};
+use canvas_shared::config::{JournalArgs, LimitsArgs, TelemetryArgs};
 use canvas_shared::durable::embedded::EmbeddedStore;
 use canvas_shared::hot::memory::MemoryHotState;
 use canvas_shared::shutdown::{self, SignalMessages};
@@ -50,6 +50,8 @@ struct Config {
     #[command(flatten)]
     limits: LimitsArgs,
     #[command(flatten)]
+    journal: JournalArgs,
+    #[command(flatten)]
     tuning: TuningArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
@@ -71,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let db_path = config.data_dir.join("canvas.redb");
     let durable = Arc::new(EmbeddedStore::open(&db_path)?);
-    let hot = Arc::new(MemoryHotState::new());
+    let hot = Arc::new(MemoryHotState::new().with_journal_len(config.journal.journal_len));
     // A second Ctrl-C ends the drain (sockets and the final save) at once.
     let shutdown = shutdown::on_signals(SignalMessages {
         draining: "closing every socket and saving what is dirty (Ctrl-C again to stop at once)",

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use canvas_shared::config::{DynamoArgs, LimitsArgs, RedisArgs, TelemetryArgs};
+use canvas_shared::config::{DynamoArgs, JournalArgs, LimitsArgs, RedisArgs, TelemetryArgs};
 use clap::Parser;
 
 use crate::auth::AuthArgs;
@@ -26,6 +26,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub limits: LimitsArgs,
+
+    #[command(flatten)]
+    pub journal: JournalArgs,
 
     #[command(flatten)]
     pub auth: AuthArgs,

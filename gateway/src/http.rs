@@ -136,6 +136,14 @@ async fn upgrade(
             return e.into_response();
         }
     };
+    let since = match query.get("since").map(|s| s.parse::<u64>()) {
+        None => None,
+        Some(Ok(since)) => Some(since),
+        Some(Err(_)) => {
+            return ApiError::BadRequest("`since` must be a non-negative integer (a seq)".into())
+                .into_response()
+        }
+    };
     if state.shutdown.is_cancelled() {
         return ApiError::Unavailable("gateway is shutting down".into()).into_response();
     }
@@ -162,7 +170,9 @@ async fn upgrade(
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(max.saturating_mul(4))
-        .on_upgrade(move |socket| connection::run(state, socket, project, identity, guard, tracked))
+        .on_upgrade(move |socket| {
+            connection::run(state, socket, project, identity, since, guard, tracked)
+        })
 }
 
 async fn objects(

@@ -22,6 +22,7 @@ mod loader;
 mod metrics;
 mod object_api;
 mod presence;
+mod replay;
 mod state;
 
 use std::time::Duration;

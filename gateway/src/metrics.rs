@@ -23,6 +23,14 @@ pub struct CodeLabels {
     pub code: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CatchUpLabels {
+    /// client (a connect or resync with `since`) | bus (this gateway repairing what pub/sub lost)
+    pub cause: &'static str,
+    /// journal | snapshot
+    pub via: &'static str,
+}
+
 pub struct GatewayMetrics {
     registry: Registry,
     pub connections: Gauge,
@@ -35,6 +43,7 @@ pub struct GatewayMetrics {
     pub pubsub_reconnects: Counter,
     pub rejected_frames: Family<CodeLabels, Counter>,
     pub cold_loads: Counter,
+    pub catch_ups: Family<CatchUpLabels, Counter>,
 }
 
 impl Default for GatewayMetrics {
@@ -91,6 +100,12 @@ impl Default for GatewayMetrics {
             "Projects loaded from the durable store",
             cold_loads.clone(),
         );
+        let catch_ups = Family::<CatchUpLabels, Counter>::default();
+        registry.register(
+            "catch_ups",
+            "Clients brought up to date after missing edits, by cause and by journal replay or snapshot",
+            catch_ups.clone(),
+        );
         // Series start at zero rather than appearing with their first event, so that a dashboard's rate() of
         // an error that never happened reads 0, not "no data".
         for code in canvas_shared::ErrorCode::ALL {
@@ -112,6 +127,7 @@ impl Default for GatewayMetrics {
             pubsub_reconnects,
             rejected_frames,
             cold_loads,
+            catch_ups,
         }
     }
 }
@@ -128,6 +144,12 @@ impl GatewayMetrics {
 
     pub fn record_edit(&self, kind: &'static str, result: &'static str) {
         self.edits.get_or_create(&EditLabels { kind, result }).inc();
+    }
+
+    pub fn record_catch_up(&self, cause: &'static str, via: &'static str) {
+        self.catch_ups
+            .get_or_create(&CatchUpLabels { cause, via })
+            .inc();
     }
 
     pub fn record_rejected(&self, code: &'static str) {

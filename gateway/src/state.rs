@@ -49,7 +49,7 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> Self {
         let metrics = Arc::new(GatewayMetrics::default());
-        let hub = Hub::start(hot.as_ref(), Arc::clone(&metrics));
+        let hub = Hub::start(Arc::clone(&hot), Arc::clone(&metrics));
         let loader = Loader::new(
             Arc::clone(&hot),
             Arc::clone(&durable),

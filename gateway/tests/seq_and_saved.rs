@@ -4,42 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use canvas_saver::{Saver, SaverSettings};
-use canvas_shared::durable::DurableStore;
-use canvas_shared::hot::redis::RedisHotState;
 use canvas_testkit::{http_get, RedisServer, WsClient};
-use common::{durable, project, spawn_gateway, TABLE};
+use common::{project, spawn_gateway, start_saver};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
-
-/// Runs a saver against `redis_url` and the gateways' table until the returned token is cancelled.
-async fn start_saver(redis_url: &str) -> CancellationToken {
-    let hot = Arc::new(RedisHotState::connect(redis_url).unwrap());
-    let store: Arc<dyn DurableStore> = Arc::new(durable().await);
-    let settings = SaverSettings {
-        interval: Duration::from_millis(50),
-        http_addr: None,
-        grpc_addr: None,
-        create_table: false,
-        table: TABLE.into(),
-        owner: format!("seq-test-{}", uuid::Uuid::new_v4().simple()),
-        ..SaverSettings::default()
-    };
-    let shutdown = CancellationToken::new();
-    let running = Saver::new(settings, hot, store)
-        .start(shutdown.clone())
-        .await
-        .expect("saver starts");
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        let _ = running.wait().await;
-    });
-    shutdown
-}
 
 async fn edit(client: &mut WsClient, n: u64) -> u64 {
     let ack = client

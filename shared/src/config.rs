@@ -95,3 +95,12 @@ impl From<&LimitsArgs> for Limits {
 pub fn millis(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
+
+/// The per-project journal that resume, repair and the change feed read.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JournalArgs {
+    /// Edits each project's journal keeps at least (a client further behind gets a full snapshot). 0 = no
+    /// journal.
+    #[arg(long = "journal-len", env = "CANVAS_JOURNAL_LEN", default_value_t = crate::hot::DEFAULT_JOURNAL_LEN)]
+    pub journal_len: usize,
+}

@@ -21,7 +21,10 @@ pub const MAX_PRESENCE_NAME_LEN: usize = 64;
 pub enum ClientMessage {
     Edit(Edit),
     Ping,
-    Resync,
+    /// A fresh state: the edits after `since` when the journal still holds them all, else a snapshot.
+    Resync {
+        since: Option<u64>,
+    },
     /// Ephemeral cursor position; fanned out, never stored.
     Presence {
         x: f64,
@@ -112,7 +115,9 @@ fn parse_message(mut map: Map<String, Value>, limits: &Limits) -> Result<ClientM
             Ok(ClientMessage::Edit(Edit::Delete { id, if_version }))
         }
         "ping" => Ok(ClientMessage::Ping),
-        "resync" => Ok(ClientMessage::Resync),
+        "resync" => Ok(ClientMessage::Resync {
+            since: parse_since(map.get("since"))?,
+        }),
         "presence" => {
             let coord = |name: &str| match map.get(name).and_then(Value::as_f64) {
                 Some(v) if v.is_finite() => Ok(v),
@@ -131,6 +136,17 @@ fn parse_message(mut map: Map<String, Value>, limits: &Limits) -> Result<ClientM
         other => Err(bad(format!(
             "unknown message type {other:?}; expected create, update, delete, ping, resync or presence"
         ))),
+    }
+}
+
+/// Reads the optional `since` of a resync: the last `seq` the client has.
+fn parse_since(value: Option<&Value>) -> Result<Option<u64>, Rejection> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| bad("`since` must be a non-negative integer")),
     }
 }
 
@@ -185,6 +201,16 @@ pub enum ServerMessage<'a> {
     },
     /// Every edit of the project up to `seq` is in the durable store.
     Saved { seq: u64 },
+    /// A resume sent every edit the client missed: it now holds the project as of `seq`.
+    CaughtUp {
+        #[serde(rename = "reqId", skip_serializing_if = "Option::is_none")]
+        req_id: Option<&'a str>,
+        seq: u64,
+        #[serde(rename = "savedSeq")]
+        saved_seq: u64,
+        #[serde(rename = "clientId")]
+        client_id: &'a str,
+    },
     /// The edit was sent to the shared state but its reply never came: it may or may not be applied. A fresh
     /// snapshot follows, from which the client learns which.
     UnknownOutcome {
@@ -354,8 +380,20 @@ mod tests {
         );
         assert_eq!(
             parse(r#"{"type":"resync"}"#).unwrap().message,
-            ClientMessage::Resync
+            ClientMessage::Resync { since: None }
         );
+        assert_eq!(
+            parse(r#"{"type":"resync","reqId":"6","since":42}"#)
+                .unwrap()
+                .message,
+            ClientMessage::Resync { since: Some(42) }
+        );
+        for bad in [r#""42""#, "-1", "4.5", "[]"] {
+            let text = format!(r#"{{"type":"resync","reqId":"r","since":{bad}}}"#);
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.rejection.code, ErrorCode::BadRequest, "{bad}");
+            assert_eq!(e.req_id.as_deref(), Some("r"));
+        }
     }
 
     #[test]
@@ -425,5 +463,19 @@ mod tests {
             serde_json::from_str(&ServerMessage::PresenceLeft { client_id: "c1" }.to_text())
                 .unwrap();
         assert_eq!(left, json!({"type":"presence_left","clientId":"c1"}));
+        let caught_up: Value = serde_json::from_str(
+            &ServerMessage::CaughtUp {
+                req_id: Some("6"),
+                seq: 45,
+                saved_seq: 40,
+                client_id: "c1",
+            }
+            .to_text(),
+        )
+        .unwrap();
+        assert_eq!(
+            caught_up,
+            json!({"type":"caught_up","reqId":"6","seq":45,"savedSeq":40,"clientId":"c1"})
+        );
     }
 }

@@ -143,7 +143,7 @@ fn check_frame(input: &Value, text: &str, limits: &Limits) -> Result<(), TestCas
                     prop_assert_eq!(&input["id"], &Value::String(id.as_str().into()));
                 }
                 ClientMessage::Ping => prop_assert_eq!(kind, "ping"),
-                ClientMessage::Resync => prop_assert_eq!(kind, "resync"),
+                ClientMessage::Resync { .. } => prop_assert_eq!(kind, "resync"),
                 ClientMessage::Presence { x, y, name } => {
                     prop_assert_eq!(kind, "presence");
                     prop_assert!(x.is_finite() && y.is_finite());

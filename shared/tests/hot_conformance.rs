@@ -16,7 +16,7 @@ use canvas_shared::hot::memory::MemoryHotState;
 use canvas_shared::hot::redis::RedisHotState;
 use canvas_shared::hot::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, HotError,
-    HotStore, LeaseClock,
+    HotStore, JournalPage, LeaseClock, DEFAULT_JOURNAL_LEN,
 };
 use canvas_shared::ids::ProjectId;
 use canvas_shared::object::{merge_patch, Edit, NewObject, Patch};
@@ -91,6 +91,9 @@ conformance!(
     renew_extends_lease,
     claim_carries_seq_and_completion_raises_saved_seq,
     ping,
+    journal_holds_each_applied_edit_as_broadcast,
+    journal_pages_and_bounds,
+    journal_keeps_at_least_its_length,
 );
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -307,12 +310,16 @@ async fn subscribe(bus: &dyn Bus, project: &ProjectId) {
     }
 }
 
+/// The next message; the announcement of the bus's first connect may come before it.
 async fn next_message(rx: &mut mpsc::Receiver<BusEvent>) -> BusMessage {
-    match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-        Ok(Some(BusEvent::Message(m))) => m,
-        Ok(Some(other)) => panic!("expected a bus message, got {other:?}"),
-        Ok(None) => panic!("bus closed"),
-        Err(_) => panic!("no bus message within 5 s"),
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(BusEvent::Message(m))) => return m,
+            Ok(Some(BusEvent::Connected)) => continue,
+            Ok(Some(other)) => panic!("expected a bus message, got {other:?}"),
+            Ok(None) => panic!("bus closed"),
+            Err(_) => panic!("no bus message within 5 s"),
+        }
     }
 }
 
@@ -1582,5 +1589,117 @@ async fn redis_leases_run_on_redis_time() {
     assert!(
         lease_score() >= before + 120_000,
         "renewal counts from Redis' now"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Journal
+
+fn journal_seqs(page: &JournalPage) -> Option<Vec<u64>> {
+    page.entries
+        .as_ref()
+        .map(|entries| entries.iter().map(|e| e.seq).collect())
+}
+
+async fn journal_holds_each_applied_edit_as_broadcast(hot: &Fixture) {
+    let p = pid("p-journal");
+    assert!(matches!(
+        hot.journal_after(&p, 0, 10).await,
+        Err(HotError::NotLoaded)
+    ));
+    open(hot, &p).await;
+    let empty = hot.journal_after(&p, 0, 10).await.expect("journal");
+    assert_eq!(
+        (empty.seq, journal_seqs(&empty)),
+        (0, None),
+        "a project just loaded holds no edit to resume from"
+    );
+    let (bus, mut rx) = open_bus(hot).await;
+    subscribe(bus.as_ref(), &p).await;
+    ok(hot, &p, create(rect("o1")), 1_000).await;
+    // A refused edit is not journaled.
+    assert!(apply_at(hot, &p, create(rect("o1")), 1_001).await.is_err());
+    ok(hot, &p, update("o1", json!({"x": 5})), 1_002).await;
+    ok(hot, &p, delete("o1"), 1_003).await;
+    let page = hot.journal_after(&p, 1, 10).await.expect("journal");
+    assert_eq!((page.seq, page.saved_seq), (3, 0));
+    let entries = page.entries.expect("covered from the first edit");
+    assert_eq!(entries.len(), 2);
+    assert_eq!(next_message(&mut rx).await.seq, 1);
+    for entry in &entries {
+        let m = next_message(&mut rx).await;
+        assert_eq!(
+            (entry.seq, entry.origin.as_str(), &*entry.frame),
+            (m.seq, m.origin.as_str(), &*m.frame),
+            "the journal holds exactly what was broadcast"
+        );
+    }
+    let from_two = hot.journal_after(&p, 2, 10).await.expect("journal");
+    assert_eq!(journal_seqs(&from_two), Some(vec![3]));
+    let caught_up = hot.journal_after(&p, 3, 10).await.expect("journal");
+    assert_eq!(journal_seqs(&caught_up), Some(vec![]));
+    let ahead = hot.journal_after(&p, 4, 10).await.expect("journal");
+    assert_eq!(
+        (ahead.seq, journal_seqs(&ahead)),
+        (3, None),
+        "a seq above the project's is not covered"
+    );
+}
+
+async fn journal_pages_and_bounds(hot: &Fixture) {
+    let p = pid("p-journal-pages");
+    // A project loaded at seq 50 has an empty journal: a client at 50 may have seen an earlier life of it.
+    assert!(hot.load(&p, &[], 50, 0).await.expect("load"));
+    assert_eq!(
+        journal_seqs(&hot.journal_after(&p, 50, 5).await.unwrap()),
+        None
+    );
+    for i in 0..12 {
+        ok(hot, &p, create(rect(&format!("o{i}"))), 1_000 + i).await;
+    }
+    assert_eq!(
+        journal_seqs(&hot.journal_after(&p, 50, 5).await.unwrap()),
+        None
+    );
+    let first = hot.journal_after(&p, 51, 5).await.expect("journal");
+    assert_eq!(first.seq, 62);
+    assert_eq!(journal_seqs(&first), Some(vec![52, 53, 54, 55, 56]));
+    let next = hot.journal_after(&p, 56, 5).await.expect("journal");
+    assert_eq!(journal_seqs(&next), Some(vec![57, 58, 59, 60, 61]));
+    assert_eq!(
+        journal_seqs(&hot.journal_after(&p, 49, 5).await.unwrap()),
+        None,
+        "before the load"
+    );
+}
+
+async fn journal_keeps_at_least_its_length(hot: &Fixture) {
+    let p = pid("p-journal-len");
+    open(hot, &p).await;
+    let total = DEFAULT_JOURNAL_LEN as u64 * 2 + 150;
+    ok(hot, &p, create(rect("o1")), 1).await;
+    for i in 1..total {
+        ok(hot, &p, update("o1", json!({"x": i})), 1 + i as i64).await;
+    }
+    let oldest_kept = total - DEFAULT_JOURNAL_LEN as u64;
+    let mut after = oldest_kept;
+    let mut read = 0;
+    while after < total {
+        let page = hot.journal_after(&p, after, 256).await.expect("journal");
+        let entries = page.entries.unwrap_or_else(|| {
+            panic!("the last {DEFAULT_JOURNAL_LEN} edits are kept; missing after {after}")
+        });
+        read += entries.len();
+        after = entries.last().expect("a page").seq;
+    }
+    assert_eq!(
+        read, DEFAULT_JOURNAL_LEN,
+        "every one of the last edits, once"
+    );
+    let from_start = hot.journal_after(&p, 0, 256).await.expect("journal");
+    assert_eq!(
+        journal_seqs(&from_start),
+        None,
+        "the journal is bounded: the oldest edits are gone"
     );
 }

@@ -55,11 +55,13 @@ fn expiry_instant(expires_at: Option<i64>) -> Option<Instant> {
 
 /// Runs one upgraded socket until it closes. `_guard` keeps the connection counted against its user's and
 /// IP's limits until then, `_tracked` keeps shutdown waiting for it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     state: AppState,
     socket: WebSocket,
     project: ProjectId,
     identity: Identity,
+    since: Option<u64>,
     _guard: ConnectionGuard,
     _tracked: TaskTrackerToken,
 ) {
@@ -95,8 +97,11 @@ pub(crate) async fn run(
             },
         )
         .await;
-    // The first thing a client gets is its snapshot.
-    let _ = tx.try_send(Outbound::Resync { req_id: None });
+    // The first thing a client gets is its snapshot, or the edits it missed since `since`.
+    let _ = tx.try_send(Outbound::Resync {
+        req_id: None,
+        since,
+    });
     let mut used_presence = false;
     tokio::select! {
         _ = Writer::new(&state, &conn, sink, &kill, expiry).run(rx) => {}

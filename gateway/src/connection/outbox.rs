@@ -30,8 +30,14 @@ pub enum Outbound {
         code: canvas_shared::ErrorCode,
         frame: String,
     },
-    /// Send a fresh snapshot (on connect, on `resync`, after the bus lost messages).
-    Resync { req_id: Option<String> },
+    /// Bring the client up to date (on connect, on `resync`): the edits after `since` from the journal when it
+    /// still holds them all, else a fresh snapshot.
+    Resync {
+        req_id: Option<String>,
+        since: Option<u64>,
+    },
+    /// The bus lost messages the journal could not supply: a fresh snapshot, retried until one is sent.
+    Repair,
     /// An edit's outcome is unknown: send this `unknown_outcome` frame, then a fresh snapshot from which the
     /// client learns whether it was applied.
     UnknownOutcome { frame: String },

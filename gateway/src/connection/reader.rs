@@ -147,9 +147,10 @@ async fn handle_text(
     let req_id = frame.req_id.as_deref();
     match frame.message {
         ClientMessage::Ping => Some(Outbound::Reply(ServerMessage::Pong { req_id }.to_text())),
-        ClientMessage::Resync => throttle.edit(req_id, "resync").or_else(|| {
+        ClientMessage::Resync { since } => throttle.edit(req_id, "resync").or_else(|| {
             Some(Outbound::Resync {
                 req_id: frame.req_id.clone(),
+                since,
             })
         }),
         ClientMessage::Presence { x, y, name } => {

@@ -64,6 +64,9 @@ enum Slot {
 pub struct Sequencer {
     /// `seq` of the last snapshot sent: broadcasts at or below it are already in the client's state.
     floor: u64,
+    /// Highest `seq` of a broadcast or echo taken in: the bus delivers in `seq` order, so one at or below it is
+    /// a second delivery (a repair replaying from the journal what may already have come).
+    high: u64,
     /// Acks whose echo has not come yet.
     early_acks: BTreeMap<u64, (String, Instant)>,
     /// Frames held behind an echo whose ack has not come yet.
@@ -83,7 +86,7 @@ impl Sequencer {
             // Ephemeral frames are not part of the seq order.
             return vec![Frame::Shared(frame)];
         }
-        if seq <= self.floor {
+        if seq <= self.floor.max(self.high) {
             return Vec::new();
         }
         if seq < self.released_high {
@@ -91,6 +94,7 @@ impl Sequencer {
             self.needs_resync = true;
             return Vec::new();
         }
+        self.high = seq;
         self.push(Slot::Ready(Frame::Shared(frame)))
     }
 
@@ -102,10 +106,11 @@ impl Sequencer {
     /// This connection's own edit came back through the bus.
     pub fn on_echo(&mut self, seq: u64, now: Instant) -> Vec<Frame> {
         if self.released_early.remove(&seq)
-            || seq <= self.floor && !self.early_acks.contains_key(&seq)
+            || seq <= self.floor.max(self.high) && !self.early_acks.contains_key(&seq)
         {
             return Vec::new();
         }
+        self.high = self.high.max(seq);
         match self.early_acks.remove(&seq) {
             Some((ack, _)) => self.push(Slot::Ready(Frame::Owned(ack))),
             None => self.push(Slot::AwaitingAck {
@@ -315,6 +320,24 @@ mod tests {
         assert!(s.on_broadcast(4, b("b4")).is_empty());
         assert_eq!(s.next_deadline(), Some(now + ACK_HOLD));
         assert_eq!(texts(s.overdue(now + ACK_HOLD)), ["b4"]);
+    }
+
+    #[test]
+    fn a_second_delivery_is_dropped_and_releases_a_waiting_ack() {
+        let mut s = Sequencer::default();
+        let now = Instant::now();
+        assert_eq!(texts(s.on_broadcast(4, b("b4"))), ["b4"]);
+        assert!(s.on_echo(5, now).is_empty());
+        assert_eq!(texts(s.on_ack(5, "ack5".into(), now)), ["ack5"]);
+        // The bus lost 6 and 7 (this connection's own); the repair replays from 4, then live 8 comes again.
+        assert!(s.on_ack(7, "ack7".into(), now).is_empty());
+        assert!(s.on_broadcast(4, b("b4")).is_empty());
+        assert!(s.on_echo(5, now).is_empty(), "an echo already matched");
+        assert_eq!(texts(s.on_broadcast(6, b("b6"))), ["b6"]);
+        assert_eq!(texts(s.on_echo(7, now)), ["ack7"]);
+        assert_eq!(texts(s.on_broadcast(8, b("b8"))), ["b8"]);
+        assert!(s.on_broadcast(8, b("b8")).is_empty());
+        assert!(s.next_deadline().is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use canvas_shared::hot::Snapshot;
-use canvas_shared::protocol::snapshot_frame;
+use canvas_shared::protocol::{snapshot_frame, ServerMessage};
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
 use tokio::time::{Duration, Instant};
@@ -14,10 +14,13 @@ use super::outbox::{Outbound, OutboxReceiver};
 use super::reader::error_frame;
 use super::seq_order::{Frame, Sequencer};
 use super::{close_code, sleep_until, Conn};
+use crate::replay;
 use crate::state::AppState;
 
 /// How long a close frame may take to go out before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a failed repair snapshot waits before it is tried again.
+const REPAIR_RETRY: Duration = Duration::from_secs(1);
 
 /// Why the writer stops.
 enum End {
@@ -44,6 +47,8 @@ pub(super) struct Writer<'a> {
     snapshot_sent: bool,
     /// Frames fed to the sink but not yet flushed.
     unflushed: bool,
+    /// When a repair snapshot that failed is tried again.
+    repair_at: Option<Instant>,
 }
 
 impl<'a> Writer<'a> {
@@ -63,6 +68,7 @@ impl<'a> Writer<'a> {
             expiry,
             snapshot_sent: false,
             unflushed: false,
+            repair_at: None,
         }
     }
 
@@ -91,6 +97,7 @@ impl<'a> Writer<'a> {
             }
             _ = sleep_until(expiry) => return Err(token_expired(conn)),
             _ = sleep_until(deadline) => return self.send_overdue().await,
+            _ = sleep_until(self.repair_at) => Outbound::Repair,
             outbound = outbox.recv() => outbound.ok_or(End::OutboxClosed)?,
         };
         let frames = self.frames_for(outbound).await?;
@@ -119,7 +126,8 @@ impl<'a> Writer<'a> {
             Outbound::Ack { seq, frame } => texts(self.order.on_ack(seq, frame, Instant::now())),
             Outbound::Reply(text) | Outbound::Error { frame: text, .. } => vec![text.into()],
             Outbound::Close { code, reason } => return Err(End::Close { code, reason }),
-            Outbound::Resync { req_id } => return self.resync(req_id).await,
+            Outbound::Resync { req_id, since } => return self.catch_up(req_id, since).await,
+            Outbound::Repair => return self.repair().await,
             Outbound::UnknownOutcome { frame } => {
                 let mut frames = vec![Utf8Bytes::from(frame)];
                 frames.extend(self.resync(None).await?);
@@ -127,6 +135,71 @@ impl<'a> Writer<'a> {
             }
         };
         Ok(frames)
+    }
+
+    /// The edits the client missed since `since` when the journal still holds them, else a snapshot.
+    async fn catch_up(
+        &mut self,
+        req_id: Option<String>,
+        since: Option<u64>,
+    ) -> Step<Vec<Utf8Bytes>> {
+        if let Some(since) = since {
+            if let Some(frames) = self.resume(since, req_id.as_deref()).await? {
+                self.state.metrics.record_catch_up("client", "journal");
+                return Ok(frames);
+            }
+            self.state.metrics.record_catch_up("client", "snapshot");
+        }
+        self.resync(req_id).await
+    }
+
+    /// Sends the journal's edits after `since`, then `caught_up`; `None` (nothing more to send than what was
+    /// fed, which the snapshot that follows supersedes) when the journal cannot cover them.
+    async fn resume(&mut self, since: u64, req_id: Option<&str>) -> Step<Option<Vec<Utf8Bytes>>> {
+        let (state, conn) = (self.state, self.conn);
+        let Some(mut replay) = replay::open_for_client(state, &conn.project, since).await else {
+            return Ok(None);
+        };
+        loop {
+            match replay.next_page(state.hot.as_ref()).await {
+                Ok(Some(entries)) => {
+                    let frames = entries
+                        .iter()
+                        .map(|entry| Utf8Bytes::from(&*entry.frame))
+                        .collect();
+                    self.feed(frames).await?;
+                }
+                Ok(None) => break,
+                Err(_) => return Ok(None),
+            }
+        }
+        state.hub.observe_catch_up(&conn.project, replay.seq);
+        let caught_up = ServerMessage::CaughtUp {
+            req_id,
+            seq: replay.seq,
+            saved_seq: replay.saved_seq,
+            client_id: &conn.id,
+        }
+        .to_text();
+        self.snapshot_sent = true;
+        let mut frames = vec![Utf8Bytes::from(caught_up)];
+        // Broadcasts the replay covered are dropped and acks it covered go out, as after a snapshot.
+        frames.extend(texts(self.order.on_snapshot(replay.seq)));
+        Ok(Some(frames))
+    }
+
+    /// A snapshot after the bus lost messages; tried again later while it fails (the client cannot ask for
+    /// what it does not know it missed).
+    async fn repair(&mut self) -> Step<Vec<Utf8Bytes>> {
+        self.repair_at = None;
+        match Box::pin(self.state.loader.snapshot(&self.conn.project)).await {
+            Ok(snapshot) => Ok(self.snapshot_frames(&snapshot, None)),
+            Err(r) => {
+                tracing::warn!(project = %self.conn.project, conn = %self.conn.id, error = %r.message, "repair snapshot failed; retrying");
+                self.repair_at = Some(Instant::now() + REPAIR_RETRY);
+                Ok(Vec::new())
+            }
+        }
     }
 
     /// A fresh snapshot, with the acks it releases. Without a first snapshot the client cannot work, so that
@@ -155,7 +228,7 @@ impl<'a> Writer<'a> {
 
     fn snapshot_frames(&mut self, snapshot: &Snapshot, req_id: Option<&str>) -> Vec<Utf8Bytes> {
         let conn = self.conn;
-        self.state.hub.observe_seq(&conn.project, snapshot.seq);
+        self.state.hub.observe_catch_up(&conn.project, snapshot.seq);
         let mut text = snapshot_frame(
             conn.project.as_str(),
             snapshot.seq,

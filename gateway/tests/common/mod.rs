@@ -52,6 +52,7 @@ pub struct Options {
     pub limits: Limits,
     pub tuning: TuningArgs,
     pub auth: Auth,
+    pub journal_len: usize,
 }
 
 impl Default for Options {
@@ -60,6 +61,7 @@ impl Default for Options {
             limits: Limits::default(),
             tuning: TuningArgs::default(),
             auth: Auth::Disabled,
+            journal_len: canvas_shared::hot::DEFAULT_JOURNAL_LEN,
         }
     }
 }
@@ -69,7 +71,9 @@ pub async fn spawn_gateway(redis_url: &str) -> TestGateway {
 }
 
 pub async fn spawn_gateway_with(redis_url: &str, options: Options) -> TestGateway {
-    let hot = RedisHotState::connect(redis_url).expect("redis url");
+    let hot = RedisHotState::connect(redis_url)
+        .expect("redis url")
+        .with_journal_len(options.journal_len);
     let durable = durable().await;
     let shutdown = CancellationToken::new();
     let state = AppState::new(
@@ -90,6 +94,32 @@ pub async fn spawn_gateway_with(redis_url: &str, options: Options) -> TestGatewa
         shutdown,
         task,
     }
+}
+
+/// Runs a saver against `redis_url` and the gateways' table until the returned token is cancelled.
+pub async fn start_saver(redis_url: &str) -> CancellationToken {
+    let hot = Arc::new(RedisHotState::connect(redis_url).unwrap());
+    let store: Arc<dyn DurableStore> = Arc::new(durable().await);
+    let settings = canvas_saver::SaverSettings {
+        interval: std::time::Duration::from_millis(50),
+        http_addr: None,
+        grpc_addr: None,
+        create_table: false,
+        table: TABLE.into(),
+        owner: format!("test-saver-{}", uuid::Uuid::new_v4().simple()),
+        ..canvas_saver::SaverSettings::default()
+    };
+    let shutdown = CancellationToken::new();
+    let running = canvas_saver::Saver::new(settings, hot, store)
+        .start(shutdown.clone())
+        .await
+        .expect("saver starts");
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        let _ = running.wait().await;
+    });
+    shutdown
 }
 
 /// A project id no other test uses.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{HotError, Reachable};
+use super::{HotError, JournalPage, Reachable};
 use crate::ids::{ObjectId, ProjectId};
 use crate::limits::Limits;
 use crate::object::Edit;
@@ -73,8 +73,11 @@ pub struct BusMessage {
 #[derive(Debug, Clone)]
 pub enum BusEvent {
     Message(BusMessage),
+    /// The bus connected for the first time, with every subscription wanted so far in place. Messages published
+    /// to them before are lost: clients that joined before it need what they missed.
+    Connected,
     /// The bus lost its connection and got it back, with every subscription restored. Messages published in
-    /// between are lost (pub/sub is at-most-once): every affected client needs a fresh snapshot.
+    /// between are lost (pub/sub is at-most-once): every affected client needs what it missed.
     Resubscribed,
     /// The bus lost its connection and is reconnecting.
     Disconnected,
@@ -113,6 +116,15 @@ pub trait EditStore: Reachable {
         seq_floor: u64,
         stamp_floor: i64,
     ) -> Result<bool, HotError>;
+
+    /// Up to `max` journal entries after `after`, with the project's `seq` and `savedSeq` read at the same
+    /// instant, or [`HotError::NotLoaded`].
+    async fn journal_after(
+        &self,
+        project: &ProjectId,
+        after: u64,
+        max: usize,
+    ) -> Result<JournalPage, HotError>;
 
     /// Raises the project's `seq` to at least `floor` (a Redis that rolled back, e.g. after losing its AOF tail or
     /// a failover, must not hand out seqs clients already saw). Returns the project's `seq` afterwards, or

@@ -23,6 +23,9 @@ pub struct ProjectKeys {
     pub saving: String,
     /// Hash: `token`, `since` of the current claim.
     pub lease: String,
+    /// Stream: the project's last applied edits (entry id `<seq>-0`, fields `o` origin and `f` broadcast frame),
+    /// trimmed to at least the journal length; resume and repair read it instead of a snapshot.
+    pub journal: String,
     /// Pub/sub channel for fan-out.
     pub channel: String,
 }
@@ -37,8 +40,23 @@ impl ProjectKeys {
             changed: format!("{base}changed"),
             saving: format!("{base}saving"),
             lease: format!("{base}lease"),
+            journal: format!("{base}journal"),
             channel: format!("{base}events"),
         }
+    }
+
+    /// Every per-project key that holds state (idempotency keys expire by themselves): removing a project from
+    /// the hot state removes exactly these.
+    pub fn all(&self) -> [&str; 7] {
+        [
+            &self.objects,
+            &self.mtimes,
+            &self.meta,
+            &self.changed,
+            &self.saving,
+            &self.lease,
+            &self.journal,
+        ]
     }
 
     /// String: the response to a write with idempotency key `key` by `user` (expires by itself). `%` and `:` in

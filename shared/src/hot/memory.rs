@@ -1,7 +1,7 @@
 //! The in-memory hot state of the one-process dev mode: the same semantics as Redis (atomic edits, `seq`,
 //! changed-sets, dirty index, leases, fan-out between connections), held under one mutex.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use async_trait::async_trait;
@@ -12,7 +12,8 @@ use super::keys::ProjectKeys;
 use super::save_queue::SAVED_ORIGIN;
 use super::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
-    EditStore, HotError, IdempotencyClaim, LeaseClock, Reachable, SaveQueue, Snapshot,
+    EditStore, HotError, IdempotencyClaim, JournalEntry, JournalPage, LeaseClock, Reachable,
+    SaveQueue, Snapshot, DEFAULT_JOURNAL_LEN,
 };
 use crate::ids::{ObjectId, ProjectId};
 use crate::object::{merge_patch, Edit, VERSION_FIELD};
@@ -33,6 +34,8 @@ struct Project {
     saving: HashSet<ObjectId>,
     /// (token, since) of the current claim.
     lease: Option<(String, i64)>,
+    /// The last applied edits, oldest first (the Redis stream's entries).
+    journal: VecDeque<JournalEntry>,
 }
 
 #[derive(Default)]
@@ -53,10 +56,22 @@ struct Inner {
 }
 
 /// In-memory [`EditStore`] and [`SaveQueue`]; clones share the same state.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryHotState {
     inner: Arc<Inner>,
     lease_clock: LeaseClock,
+    /// Edits each project's journal keeps.
+    journal_len: usize,
+}
+
+impl Default for MemoryHotState {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            lease_clock: LeaseClock::default(),
+            journal_len: DEFAULT_JOURNAL_LEN,
+        }
+    }
 }
 
 struct MemoryBus {
@@ -89,6 +104,12 @@ fn to_json(map: &Map<String, Value>) -> String {
 impl MemoryHotState {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keeps `len` edits in each project's journal (0: no journal).
+    pub fn with_journal_len(mut self, len: usize) -> Self {
+        self.journal_len = len;
+        self
     }
 
     /// Judges leases on `clock` instead of the process clock (tests pin it to explicit times).
@@ -202,7 +223,6 @@ impl EditStore for MemoryHotState {
         project.mtimes.insert(id.clone(), project.stamp);
         project.changed.insert(id.clone());
         let object = project.objects.get(&id).map(to_json);
-        state.dirty.entry(project_id.clone()).or_insert(ctx.now_ms);
         let patch_text;
         let broadcast = match edit {
             Edit::Create(_) => Broadcast::Created {
@@ -218,13 +238,25 @@ impl EditStore for MemoryHotState {
             }
             Edit::Delete { .. } => Broadcast::Deleted { id: &id },
         };
-        let frame = broadcast.to_text(seq, ctx.by);
+        let frame: Arc<str> = Arc::from(broadcast.to_text(seq, ctx.by));
+        if self.journal_len > 0 {
+            project.journal.push_back(JournalEntry {
+                seq,
+                origin: ctx.origin.to_string(),
+                frame: Arc::clone(&frame),
+            });
+            // One more than the journal length: a resume from N needs N's own entry besides the ones after it.
+            while project.journal.len() > self.journal_len + 1 {
+                project.journal.pop_front();
+            }
+        }
+        state.dirty.entry(project_id.clone()).or_insert(ctx.now_ms);
         // Published under the state lock so that every bus sees edits in seq order, as Redis guarantees.
         self.publish(BusMessage {
             project: project_id.clone(),
             origin: ctx.origin.to_string(),
             seq,
-            frame: Arc::from(frame),
+            frame,
             trace: crate::telemetry::current_traceparent(),
         });
         drop(state);
@@ -244,6 +276,29 @@ impl EditStore for MemoryHotState {
             saved_seq: project.saved_seq,
             objects: project.objects.values().map(to_json).collect(),
         })
+    }
+
+    async fn journal_after(
+        &self,
+        project: &ProjectId,
+        after: u64,
+        max: usize,
+    ) -> Result<JournalPage, HotError> {
+        let state = lock(&self.inner.state);
+        let project = state.projects.get(project).ok_or(HotError::NotLoaded)?;
+        let entries = project
+            .journal
+            .iter()
+            .skip_while(|entry| entry.seq < after)
+            .take(max.max(1) + 1)
+            .cloned()
+            .collect();
+        Ok(JournalPage::new(
+            after,
+            project.seq,
+            project.saved_seq,
+            entries,
+        ))
     }
 
     async fn raise_seq(&self, project: &ProjectId, floor: u64) -> Result<u64, HotError> {

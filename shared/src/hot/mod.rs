@@ -6,6 +6,7 @@
 //! implement both, and must pass the same conformance suite (`shared/tests/hot_conformance.rs`).
 
 mod edit_store;
+pub mod journal;
 pub mod keys;
 mod lease_clock;
 pub mod memory;
@@ -13,6 +14,7 @@ pub mod redis;
 mod refusal;
 mod save_queue;
 
+pub use journal::{JournalEntry, JournalPage, DEFAULT_JOURNAL_LEN, JOURNAL_PAGE};
 pub use lease_clock::LeaseClock;
 pub use refusal::EditRefusal;
 

@@ -16,7 +16,8 @@ use super::keys::{ProjectKeys, DIRTY_INDEX, LEASE_INDEX};
 use super::save_queue::SAVED_ORIGIN;
 use super::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
-    EditStore, HotError, IdempotencyClaim, LeaseClock, Reachable, SaveQueue, Snapshot,
+    EditStore, HotError, IdempotencyClaim, JournalEntry, JournalPage, LeaseClock, Reachable,
+    SaveQueue, Snapshot, DEFAULT_JOURNAL_LEN,
 };
 use crate::cause::Cause;
 use crate::error::{ErrorCode, Rejection};
@@ -35,6 +36,8 @@ fn with_json(body: &str) -> Script {
 static EDIT: LazyLock<Script> = LazyLock::new(|| with_json(include_str!("scripts/edit.lua")));
 static SNAPSHOT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/snapshot.lua")));
+static JOURNAL: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/journal.lua")));
 static RAISE_SEQ: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/raise_seq.lua")));
 static LOAD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/load.lua")));
@@ -82,6 +85,8 @@ pub struct RedisHotState {
     client: Client,
     conn: ConnectionManager,
     lease_clock: LeaseClock,
+    /// Edits each project's journal keeps at least.
+    journal_len: usize,
 }
 
 impl RedisHotState {
@@ -101,12 +106,19 @@ impl RedisHotState {
             client,
             conn,
             lease_clock: LeaseClock::store(),
+            journal_len: DEFAULT_JOURNAL_LEN,
         })
     }
 
     /// Judges leases on `clock` instead of Redis' `TIME` (tests pin it to explicit times).
     pub fn with_lease_clock(mut self, clock: LeaseClock) -> Self {
         self.lease_clock = clock;
+        self
+    }
+
+    /// Keeps at least `len` edits in each project's journal (0: no journal, every resume is a snapshot).
+    pub fn with_journal_len(mut self, len: usize) -> Self {
+        self.journal_len = len;
         self
     }
 
@@ -159,6 +171,7 @@ impl EditStore for RedisHotState {
             .key(&keys.meta)
             .key(&keys.changed)
             .key(DIRTY_INDEX)
+            .key(&keys.journal)
             .arg(op)
             .arg(id.as_str())
             .arg(json_string(id.as_str()))
@@ -172,6 +185,7 @@ impl EditStore for RedisHotState {
             .arg(project.as_str())
             .arg(trace)
             .arg(edit.if_version().map(|v| v.to_string()).unwrap_or_default())
+            .arg(self.journal_len)
             .invoke_async(&mut self.conn.clone())
             .instrument(span)
             .await
@@ -218,6 +232,50 @@ impl EditStore for RedisHotState {
             saved_seq,
             objects: reply.collect(),
         })
+    }
+
+    async fn journal_after(
+        &self,
+        project: &ProjectId,
+        after: u64,
+        max: usize,
+    ) -> Result<JournalPage, HotError> {
+        let keys = ProjectKeys::new(project);
+        type Entries = Vec<(String, Vec<(String, String)>)>;
+        let reply: Option<(u64, u64, Entries)> = JOURNAL
+            .key(&keys.meta)
+            .key(&keys.journal)
+            .arg(after)
+            .arg(max.max(1))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let (seq, saved_seq, raw) = reply.ok_or(HotError::NotLoaded)?;
+        let entries = raw
+            .into_iter()
+            .map(|(id, fields)| {
+                let seq = id
+                    .split_once('-')
+                    .and_then(|(seq, _)| seq.parse().ok())
+                    .ok_or_else(|| {
+                        unavailable_because(format!("journal entry id {id:?} is not a seq"))
+                    })?;
+                let mut origin = String::new();
+                let mut frame = None;
+                for (name, value) in fields {
+                    match name.as_str() {
+                        "o" => origin = value,
+                        "f" => frame = Some(Arc::from(value)),
+                        _ => {}
+                    }
+                }
+                let frame = frame.ok_or_else(|| {
+                    unavailable_because(format!("journal entry {id} has no frame"))
+                })?;
+                Ok(JournalEntry { seq, origin, frame })
+            })
+            .collect::<Result<Vec<_>, HotError>>()?;
+        Ok(JournalPage::new(after, seq, saved_seq, entries))
     }
 
     async fn raise_seq(&self, project: &ProjectId, floor: u64) -> Result<u64, HotError> {
@@ -536,8 +594,17 @@ impl Bus for RedisBus {
         let channel = ProjectKeys::new(project).channel;
         let mut state = self.state.lock().await;
         state.channels.remove(&channel);
-        if let Some(sink) = state.sink.as_mut() {
-            let _ = tokio::time::timeout(RESPONSE_TIMEOUT, sink.unsubscribe(&channel)).await;
+        let Some(sink) = state.sink.as_mut() else {
+            return Ok(());
+        };
+        if !matches!(
+            tokio::time::timeout(RESPONSE_TIMEOUT, sink.unsubscribe(&channel)).await,
+            Ok(Ok(()))
+        ) {
+            // A connection that does not answer may be half-open: nothing would notice until a subscribe, and
+            // its subscribers would miss broadcasts meanwhile. Rebuilding it resubscribes what is wanted.
+            state.sink = None;
+            self.reset.notify_one();
         }
         Ok(())
     }
@@ -600,11 +667,15 @@ async fn run_bus(bus: Arc<RedisBus>, events: mpsc::Sender<BusEvent>) {
             continue;
         }
         delay = Duration::from_millis(50);
-        if connected_before {
+        // Also after the first connect: a client that joined before it missed what was published until now.
+        let event = if connected_before {
             tracing::info!("pub/sub reconnected; subscriptions restored");
-            if events.send(BusEvent::Resubscribed).await.is_err() {
-                return;
-            }
+            BusEvent::Resubscribed
+        } else {
+            BusEvent::Connected
+        };
+        if events.send(event).await.is_err() {
+            return;
         }
         connected_before = true;
         loop {

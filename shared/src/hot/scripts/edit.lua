@@ -1,9 +1,9 @@
 -- Applies one edit to a project atomically, in one round trip.
--- KEYS: 1 objects, 2 mtimes, 3 meta, 4 changed, 5 dirty index
+-- KEYS: 1 objects, 2 mtimes, 3 meta, 4 changed, 5 dirty index, 6 journal
 -- ARGV: 1 op (c|u|d), 2 object id, 3 object id as JSON, 4 body (create: object JSON without version;
 --       update: patch JSON), 5 now ms, 6 `by` as JSON, 7 origin connection id, 8 max object bytes,
 --       9 max objects, 10 channel, 11 project id, 12 traceparent (may be empty),
---       13 the version an update or delete requires (empty: unconditional)
+--       13 the version an update or delete requires (empty: unconditional), 14 journal length (0: no journal)
 -- Returns {status, version, seq, object JSON after a create or update}; status is ok | not_loaded | exists | not_found | too_large | too_many | bad_type |
 -- version_mismatch (then version is the object's current one)
 if redis.call('EXISTS', KEYS[3]) == 0 then return { 'not_loaded', 0, 0 } end
@@ -66,6 +66,17 @@ elseif op == 'u' then
   frame = '{"type":"updated","id":' .. ARGV[3] .. ',"patch":' .. ARGV[4] .. ',"version":' .. version .. tail
 else
   frame = '{"type":"deleted","id":' .. ARGV[3] .. tail
+end
+if ARGV[14] ~= '0' then
+  -- One more than the journal length: a resume from N needs N's own entry besides the ones after it. `~` trims
+  -- whole stream nodes only: cheaper, and it never leaves fewer entries than asked.
+  local entry = { 'XADD', KEYS[6], 'MAXLEN', '~', tonumber(ARGV[14]) + 1, seq .. '-0', 'o', ARGV[7], 'f', frame }
+  local added = redis.pcall(unpack(entry))
+  if type(added) == 'table' and added.err then
+    -- A journal left from an earlier life of the project, with higher seqs than this one: start it afresh.
+    redis.call('DEL', KEYS[6])
+    redis.call(unpack(entry))
+  end
 end
 redis.call('PUBLISH', ARGV[10], ARGV[7] .. '\n' .. seq .. '\n' .. ARGV[12] .. '\n' .. frame)
 return { 'ok', version, seq, body or '' }
