@@ -12,12 +12,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use canvas_testkit::otlp::ReceivedSpan;
 use canvas_testkit::{
-    free_port, http_get, wait_for_port, Dynalite, OtlpReceiver, RedisServer, TempDir, WsClient,
+    free_port, http_get, wait_for_port, ChildProcess, Dynalite, OtlpReceiver, RedisServer, TempDir,
+    WsClient,
 };
 use serde_json::json;
 
@@ -41,64 +41,15 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A child process, SIGKILLed on drop unless stopped; its stderr goes to a log file.
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn start(name: &'static str, logs: &TempDir, env: &[(&str, String)]) -> Self {
-        let log = logs.path().join(format!("{name}.log"));
-        let mut cmd = Command::new(binary(name));
-        // Only what we set: no OTEL_*, LOG_FORMAT or tokens from the developer's shell.
-        cmd.env_clear();
-        for key in ["PATH", "HOME", "RUST_BACKTRACE"] {
-            if let Ok(value) = std::env::var(key) {
-                cmd.env(key, value);
-            }
-        }
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self { name, child, log }
+/// Starts binary `name` with exactly `env` (nothing from the developer's shell), its stderr logged in `logs`.
+fn start(name: &'static str, logs: &TempDir, env: &[(&str, String)]) -> ChildProcess {
+    let mut command = ChildProcess::command(name, binary(name))
+        .clean_env()
+        .log_in(logs.path());
+    for (key, value) in env {
+        command = command.env(key, value);
     }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM (the services flush their spans on the way out), then waits for the exit.
-    async fn terminate(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        eprintln!("{} did not exit 10 s after SIGTERM; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    command.spawn()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -295,7 +246,7 @@ async fn an_edit_and_a_save_export_spans_with_the_right_shape() {
         env
     };
     let saver_http = free_port();
-    let mut saver = Process::start(
+    let mut saver = start(
         "saver",
         &logs,
         &common(&[
@@ -306,7 +257,7 @@ async fn an_edit_and_a_save_export_spans_with_the_right_shape() {
         ]),
     );
     let gateway_port = free_port();
-    let mut gateway = Process::start(
+    let mut gateway = start(
         "gateway",
         &logs,
         &common(&[
@@ -314,7 +265,7 @@ async fn an_edit_and_a_save_export_spans_with_the_right_shape() {
             ("CANVAS_AUTH_DISABLED", "true".into()),
         ]),
     );
-    let dump = |saver: &Process, gateway: &Process, spans: &[ReceivedSpan]| {
+    let dump = |saver: &ChildProcess, gateway: &ChildProcess, spans: &[ReceivedSpan]| {
         format!(
             "{}\n--- saver log ---\n{}\n--- gateway log ---\n{}",
             render_all(spans),
@@ -366,8 +317,8 @@ async fn an_edit_and_a_save_export_spans_with_the_right_shape() {
         spans
     } else {
         // Not all in yet: stop the services, which flushes their exporters, and look again.
-        saver.terminate().await;
-        gateway.terminate().await;
+        saver.terminate(Duration::from_secs(10)).await;
+        gateway.terminate(Duration::from_secs(10)).await;
         receiver
             .wait_for(Duration::from_secs(5), |spans| {
                 edit_complete(spans, &project, object) && save_complete(spans, &project)
@@ -463,6 +414,6 @@ async fn an_edit_and_a_save_export_spans_with_the_right_shape() {
 
     alice.close().await;
     bob.close().await;
-    saver.terminate().await;
-    gateway.terminate().await;
+    saver.terminate(Duration::from_secs(10)).await;
+    gateway.terminate(Duration::from_secs(10)).await;
 }

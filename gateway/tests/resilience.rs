@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,21 +10,21 @@ use canvas_gateway::config::{AbuseArgs, TuningArgs};
 use canvas_shared::durable::{DurableStore, ItemWrite, WriteOp};
 use canvas_shared::stored::StoredObject;
 use canvas_shared::{ObjectId, ProjectId};
-use canvas_testkit::{free_port, http_get, wait_for_port, RedisServer, WsClient};
+use canvas_testkit::{free_port, http_get, wait_for_port, ChildProcess, RedisServer, WsClient};
 use common::{durable, project, spawn_gateway, spawn_gateway_with, Options, TABLE};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 /// The real `gateway` binary on a free port.
 struct GatewayProcess {
-    child: Child,
+    process: ChildProcess,
     port: u16,
 }
 
 impl GatewayProcess {
     fn start(redis_url: &str) -> Self {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        let process = ChildProcess::command("gateway", env!("CARGO_BIN_EXE_gateway"))
             .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
             .env("REDIS_URL", redis_url)
             .env(
@@ -36,15 +35,12 @@ impl GatewayProcess {
             .env("CANVAS_AUTH_DISABLED", "true")
             .env("GATEWAY_SHUTDOWN_GRACE_MS", "3000")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start gateway binary");
+            .spawn();
         assert!(
             wait_for_port(port, Duration::from_secs(10)),
             "gateway did not listen"
         );
-        Self { child, port }
+        Self { process, port }
     }
 
     fn ws(&self, project: &str) -> String {
@@ -52,17 +48,7 @@ impl GatewayProcess {
     }
 
     fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, sig);
-        }
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.signal(sig);
     }
 }
 
@@ -247,16 +233,11 @@ async fn sigterm_closes_sockets_with_going_away_and_exits() {
     gateway.signal(libc::SIGTERM);
     let close = c.closed().await.unwrap();
     assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
-    let status = loop {
-        if let Some(status) = gateway.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "gateway did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = gateway
+        .process
+        .wait_exit(Duration::from_secs(5).saturating_sub(started.elapsed()))
+        .await
+        .expect("gateway did not exit after SIGTERM");
     assert!(status.success(), "clean exit: {status:?}");
 }
 

@@ -3,27 +3,24 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use canvas_testkit::{free_port, set_local_aws_env, TempDir};
+use canvas_testkit::{free_port, set_local_aws_env, ChildProcess, TempDir};
 use common::*;
 use serde_json::json;
 
 /// A `saver` child process, SIGKILLed on drop.
 struct SaverProcess {
-    child: Child,
+    process: ChildProcess,
     http: std::net::SocketAddr,
-    log: std::path::PathBuf,
 }
 
 impl SaverProcess {
     fn start(env: &Env, logs: &TempDir, name: &str, extra: &[(&str, &str)]) -> Self {
         set_local_aws_env();
         let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = logs.path().join(format!("{name}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_saver"));
-        cmd.env("REDIS_URL", env.redis.url())
+        let mut command = ChildProcess::command(name, env!("CARGO_BIN_EXE_saver"))
+            .env("REDIS_URL", env.redis.url())
             .env("DYNAMODB_ENDPOINT", env.dynalite.endpoint())
             .env("CANVAS_TABLE", table_name())
             .env("CANVAS_CREATE_TABLE", "true")
@@ -35,20 +32,19 @@ impl SaverProcess {
             .env("RUST_LOG", "info")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("SAVER_DEBUG_WRITE_DELAY_MS")
-            .env_remove("SAVER_OPERATOR_TOKEN");
+            .env_remove("SAVER_OPERATOR_TOKEN")
+            .log_in(logs.path());
         for (k, v) in extra {
-            cmd.env(k, v);
+            command = command.env(k, v);
         }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start the saver binary");
-        Self { child, http, log }
+        Self {
+            process: command.spawn(),
+            http,
+        }
     }
 
     fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.logs()
     }
 
     async fn wait_ready(&self) {
@@ -70,13 +66,6 @@ impl SaverProcess {
             },
         )
         .await;
-    }
-}
-
-impl Drop for SaverProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -120,8 +109,7 @@ async fn kill_9_mid_batch_then_restart_loses_no_acked_edit() {
         delete(hot.as_ref(), p, "o099").await;
     }
     let mut first = first;
-    first.child.kill().unwrap(); // SIGKILL
-    first.child.wait().unwrap();
+    first.process.kill(); // SIGKILL
     let landed = total_items(&env, &projects).await;
     assert!(
         landed < 800,
@@ -164,23 +152,12 @@ async fn sigterm_makes_a_final_save_and_exits_zero() {
     }
     assert_eq!(total_items(&env, &projects).await, 0);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &saver.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = saver.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "saver did not exit after SIGTERM\n{}",
-            saver.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    saver.process.signal(canvas_testkit::process::SIGTERM);
+    let exit = saver
+        .process
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("saver did not exit after SIGTERM\n{}", saver.logs()));
     assert!(exit.success(), "exit status {exit:?}\n{}", saver.logs());
     for p in &projects {
         assert_persisted(hot.as_ref(), &env.store, p).await;

@@ -12,7 +12,6 @@ use std::time::Duration;
 use canvas_saver::Saver;
 use canvas_shared::durable::faulty::FaultyStore;
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Samples of an exposition: `name{labels}` → value. Also checks the text is well formed.
 fn parse(text: &str) -> BTreeMap<String, f64> {
@@ -46,25 +45,16 @@ fn get(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("{series} missing from {samples:#?}"))
 }
 
-/// GET with the response head kept: (status, head, body).
+/// GET with the response head kept: (status, head as lower-case `name: value` lines, body).
 async fn fetch(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    (status, head.to_ascii_lowercase(), body.to_string())
+    let response = http_fetch(addr, path, token).await;
+    let head = response
+        .headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {}", value.to_ascii_lowercase()))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    (response.status, head, response.body)
 }
 
 async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {

@@ -5,11 +5,13 @@
 
 pub mod dynalite;
 pub mod net;
+pub mod process;
 pub mod redis;
 pub mod ws;
 
 pub use dynalite::Dynalite;
 pub use net::{free_port, set_local_aws_env, wait_for_port};
+pub use process::ChildProcess;
 pub use redis::RedisServer;
 pub use ws::WsClient;
 

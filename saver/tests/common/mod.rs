@@ -19,9 +19,9 @@ use canvas_shared::hot::{Applied, EditContext, HotStore};
 use canvas_shared::ids::{ObjectId, ProjectId};
 use canvas_shared::object::{Edit, NewObject, Patch};
 use canvas_shared::Limits;
+use canvas_testkit::http::{http_request, HttpResponse};
 use canvas_testkit::{Dynalite, RedisServer};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 pub const INTERVAL_MS: u64 = 200;
@@ -309,28 +309,22 @@ pub async fn assert_persisted(hot: &dyn HotStore, store: &DynamoStore, project: 
     }
 }
 
-/// A minimal HTTP/1.1 GET (no client crate needed): status and body.
+/// GET `path` on `addr`, with the operator token when given: status and body.
 pub async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+    let response = http_fetch(addr, path, token).await;
+    (response.status, response.body)
+}
+
+/// GET `path` on `addr` with the whole response (headers too), through testkit's one HTTP client.
+pub async fn http_fetch(addr: SocketAddr, path: &str, token: Option<&str>) -> HttpResponse {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
         .unwrap_or_default();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    http_request("GET", &format!("http://{addr}{path}"), &headers, None)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
 }
 
 pub async fn metrics_json(addr: SocketAddr) -> Value {
