@@ -6,7 +6,7 @@
 //! respect. The DynamoDB store runs behind `ValidatingStore`, which refuses what real DynamoDB refuses and
 //! dynalite does not, so that no check here can pass by storing what DynamoDB would refuse.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,8 +23,8 @@ use canvas_shared::durable::{
 use canvas_shared::ids::ProjectId;
 use canvas_shared::stored::{StoredObject, Tombstone};
 use canvas_testkit::TempDir;
-use common::{oid, parse, pid, stored, tricky_object};
 use serde_json::{json, Value};
+use support::{oid, parse, pid, stored, tricky_object};
 
 macro_rules! conformance {
     ($($check:ident),+ $(,)?) => {

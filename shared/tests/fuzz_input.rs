@@ -16,7 +16,7 @@ use proptest::test_runner::Config;
 use serde_json::{Map, Value};
 
 mod support;
-use support::{generated, Fuzz, ID_CHARS};
+use support::fuzz::{generated, Fuzz, ID_CHARS};
 
 fn config(cases: u32) -> Config {
     Config {

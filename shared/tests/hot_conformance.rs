@@ -6,7 +6,7 @@
 //! Times are explicit (`now_ms` of edits; claims and renewals on a pinned [`LeaseClock`]), so lease expiry is
 //! tested without sleeping.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,8 +23,8 @@ use canvas_shared::object::{merge_patch, Edit, NewObject, Patch};
 use canvas_shared::protocol::Broadcast;
 use canvas_shared::stored::StoredObject;
 use canvas_shared::{ErrorCode, Limits};
-use common::{oid, parse, pid, stored, tricky_object, tricky_props};
 use serde_json::{json, Value};
+use support::{oid, parse, pid, stored, tricky_object, tricky_props};
 use tokio::sync::mpsc;
 
 /// `conformance!(check, ...)`; attributes before a check (e.g. `#[ignore = "..."]` for a known bug) apply to its

@@ -15,7 +15,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Map, Value};
 
 mod support;
-use support::{generated, Fuzz};
+use support::fuzz::{generated, Fuzz};
 
 /// Top-level names a client cannot send in an object (validation strips or refuses them).
 fn top_level_ok(key: &str) -> bool {

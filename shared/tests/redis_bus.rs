@@ -2,14 +2,14 @@
 //! first connect (clients may have joined while it was not there yet) and after a pub/sub connection that stopped
 //! answering was rebuilt.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use canvas_shared::hot::redis::RedisHotState;
 use canvas_shared::hot::{BusEvent, EditStore};
 use canvas_testkit::RedisServer;
-use common::pid;
+use support::pid;
 use tokio::sync::mpsc;
 
 /// The next event that is not a message, within `within`.
