@@ -38,6 +38,10 @@ pub fn router(state: AppState) -> Router {
         .merge(object_api::routes())
         .route("/ws/projects/{project}", get(upgrade))
         .route("/api/projects/{project}/objects", get(objects))
+        .route(
+            "/api/projects/{project}/changes",
+            get(crate::change_feed::changes),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics/prometheus", get(prometheus))
@@ -136,13 +140,9 @@ async fn upgrade(
             return e.into_response();
         }
     };
-    let since = match query.get("since").map(|s| s.parse::<u64>()) {
-        None => None,
-        Some(Ok(since)) => Some(since),
-        Some(Err(_)) => {
-            return ApiError::BadRequest("`since` must be a non-negative integer (a seq)".into())
-                .into_response()
-        }
+    let since = match parse_since(query.get("since").map(String::as_str)) {
+        Ok(since) => since,
+        Err(e) => return e.into_response(),
     };
     if state.shutdown.is_cancelled() {
         return ApiError::Unavailable("gateway is shutting down".into()).into_response();
@@ -173,6 +173,16 @@ async fn upgrade(
         .on_upgrade(move |socket| {
             connection::run(state, socket, project, identity, since, guard, tracked)
         })
+}
+
+/// A `since` (or `Last-Event-ID`) given as text: the seq a client already has.
+pub(crate) fn parse_since(raw: Option<&str>) -> Result<Option<u64>, ApiError> {
+    raw.map(|text| {
+        text.trim().parse::<u64>().map_err(|_| {
+            ApiError::BadRequest("`since` must be a non-negative integer (a seq)".into())
+        })
+    })
+    .transpose()
 }
 
 async fn objects(

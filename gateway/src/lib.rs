@@ -12,6 +12,7 @@
 mod abuse;
 mod admission;
 pub mod auth;
+mod change_feed;
 pub mod config;
 mod connection;
 mod edit;
