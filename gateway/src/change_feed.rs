@@ -176,12 +176,8 @@ impl Feed {
         }
         self.at = Some(seq);
         let kind = frame_type(frame).unwrap_or("message");
-        self.pending.push_back(
-            Event::default()
-                .id(seq.to_string())
-                .event(kind)
-                .data(frame),
-        );
+        self.pending
+            .push_back(Event::default().id(seq.to_string()).event(kind).data(frame));
     }
 
     /// The project as it is now, as the first event (or after a loss only a snapshot repairs); `None` ends
@@ -210,7 +206,8 @@ impl Feed {
             }
             Err(r) => {
                 let error = serde_json::json!({"code": r.code, "message": r.message}).to_string();
-                self.pending.push_back(Event::default().event("error").data(error));
+                self.pending
+                    .push_back(Event::default().event("error").data(error));
                 self.kill.cancel();
                 Some(())
             }

@@ -28,7 +28,8 @@ struct Feed {
 impl Feed {
     async fn open(g: &TestGateway, p: &str, query: &str, headers: &[(&str, &str)]) -> Self {
         let mut stream = TcpStream::connect(g.addr).await.unwrap();
-        let mut request = format!("GET /api/projects/{p}/changes{query} HTTP/1.0\r\nHost: test\r\n");
+        let mut request =
+            format!("GET /api/projects/{p}/changes{query} HTTP/1.0\r\nHost: test\r\n");
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -147,7 +148,10 @@ async fn the_feed_replays_from_since_or_last_event_id_then_goes_live_with_saved_
             break event;
         }
     };
-    assert_eq!((saved.id, saved.data.clone()), (None, json!({"type":"saved","seq":7})));
+    assert_eq!(
+        (saved.id, saved.data.clone()),
+        (None, json!({"type":"saved","seq":7}))
+    );
     saver.cancel();
 }
 
