@@ -125,11 +125,10 @@ impl Feed {
                 outbound = self.rx.recv() => outbound?,
             };
             match outbound {
-                Outbound::Broadcast { seq: 0, frame } => {
-                    if frame_type(&frame) == Some("saved") {
-                        return Some(Event::default().event("saved").data(&*frame));
-                    }
+                Outbound::Broadcast { seq: 0, frame } if frame_type(&frame) == Some("saved") => {
+                    return Some(Event::default().event("saved").data(&*frame));
                 }
+                Outbound::Broadcast { seq: 0, .. } => {}
                 Outbound::Broadcast { seq, frame } => self.push_edit(seq, &frame),
                 Outbound::Repair => self.snapshot().await?,
                 _ => {}
