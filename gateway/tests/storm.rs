@@ -429,10 +429,7 @@ fn observe(objects: &mut BTreeMap<String, Value>, frame: &Value) {
 }
 
 fn by_id(objects: &[Value]) -> BTreeMap<String, Value> {
-    objects
-        .iter()
-        .map(|o| (o["id"].as_str().unwrap_or_default().to_string(), o.clone()))
-        .collect()
+    canvas_testkit::edits::by_id(objects.iter().cloned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

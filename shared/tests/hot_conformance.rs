@@ -19,10 +19,11 @@ use canvas_shared::hot::{
     HotStore, JournalPage, LeaseClock, DEFAULT_JOURNAL_LEN,
 };
 use canvas_shared::ids::ProjectId;
-use canvas_shared::object::{merge_patch, Edit, NewObject, Patch};
+use canvas_shared::object::{merge_patch, Edit};
 use canvas_shared::protocol::Broadcast;
 use canvas_shared::stored::StoredObject;
 use canvas_shared::{ErrorCode, Limits};
+use canvas_testkit::edits::{self, create, delete, delete_at, rect_at, update, update_at};
 use serde_json::{json, Value};
 use support::{oid, parse, pid, stored, tricky_object, tricky_props};
 use tokio::sync::mpsc;
@@ -117,48 +118,18 @@ fn ctx_with(now_ms: i64, limits: &Limits) -> EditContext<'_> {
     }
 }
 
-fn create(body: Value) -> Edit {
-    Edit::Create(NewObject::from_json(body, &LIMITS).expect("valid object"))
-}
-
-fn update(id: &str, patch: Value) -> Edit {
-    let id = oid(id);
-    let patch = Patch::from_json(&id, patch, &LIMITS).expect("valid patch");
-    Edit::Update {
-        id,
-        patch,
-        if_version: None,
-    }
-}
-
 /// An update applied only while the object is at `version`.
 fn update_if(id: &str, version: u64, patch: Value) -> Edit {
-    let id = oid(id);
-    let patch = Patch::from_json(&id, patch, &LIMITS).expect("valid patch");
-    Edit::Update {
-        id,
-        patch,
-        if_version: Some(version),
-    }
+    update_at(id, patch, Some(version))
 }
 
 /// A delete applied only while the object is at `version`.
 fn delete_if(id: &str, version: u64) -> Edit {
-    Edit::Delete {
-        id: oid(id),
-        if_version: Some(version),
-    }
-}
-
-fn delete(id: &str) -> Edit {
-    Edit::Delete {
-        id: oid(id),
-        if_version: None,
-    }
+    delete_at(id, Some(version))
 }
 
 fn rect(id: &str) -> Value {
-    json!({"id": id, "type": "rect", "x": 1, "y": 2})
+    rect_at(id, 1)
 }
 
 async fn apply_at(
@@ -200,13 +171,7 @@ async fn objects(hot: &Fixture, project: &ProjectId) -> BTreeMap<String, Value> 
 }
 
 fn by_id(texts: &[String]) -> BTreeMap<String, Value> {
-    let mut map = BTreeMap::new();
-    for text in texts {
-        let value = parse(text);
-        let id = value["id"].as_str().expect("object has an id").to_string();
-        assert!(map.insert(id, value).is_none(), "duplicate object");
-    }
-    map
+    edits::by_id(texts.iter().map(|text| parse(text)))
 }
 
 async fn seq(hot: &Fixture, project: &ProjectId) -> u64 {

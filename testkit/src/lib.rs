@@ -4,6 +4,7 @@
 //! them when dropped; and a small WebSocket client that speaks the canvas protocol as a browser would.
 
 pub mod dynalite;
+pub mod edits;
 pub mod net;
 pub mod process;
 pub mod redis;

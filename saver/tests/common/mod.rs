@@ -17,8 +17,9 @@ use canvas_shared::durable::DurableStore;
 use canvas_shared::hot::redis::RedisHotState;
 use canvas_shared::hot::{Applied, EditContext, HotStore};
 use canvas_shared::ids::{ObjectId, ProjectId};
-use canvas_shared::object::{Edit, NewObject, Patch};
+
 use canvas_shared::Limits;
+use canvas_testkit::edits;
 use canvas_testkit::http::{http_request, HttpResponse};
 use canvas_testkit::{Dynalite, RedisServer};
 use serde_json::Value;
@@ -165,39 +166,21 @@ pub async fn open(hot: &dyn HotStore, project: &str) {
 }
 
 pub async fn create(hot: &dyn HotStore, project: &str, object: Value) -> Applied {
-    let object = NewObject::from_json(object, &LIMITS).expect("valid object");
-    hot.apply(&pid(project), &Edit::Create(object), ctx())
+    hot.apply(&pid(project), &edits::create(object), ctx())
         .await
         .expect("create applied")
 }
 
 pub async fn update(hot: &dyn HotStore, project: &str, id: &str, patch: Value) -> Applied {
-    let id = oid(id);
-    let patch = Patch::from_json(&id, patch, &LIMITS).expect("valid patch");
-    hot.apply(
-        &pid(project),
-        &Edit::Update {
-            id,
-            patch,
-            if_version: None,
-        },
-        ctx(),
-    )
-    .await
-    .expect("update applied")
+    hot.apply(&pid(project), &edits::update(id, patch), ctx())
+        .await
+        .expect("update applied")
 }
 
 pub async fn delete(hot: &dyn HotStore, project: &str, id: &str) -> Applied {
-    hot.apply(
-        &pid(project),
-        &Edit::Delete {
-            id: oid(id),
-            if_version: None,
-        },
-        ctx(),
-    )
-    .await
-    .expect("delete applied")
+    hot.apply(&pid(project), &edits::delete(id), ctx())
+        .await
+        .expect("delete applied")
 }
 
 pub fn rect(id: &str, x: i64) -> Value {
