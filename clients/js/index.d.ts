@@ -128,8 +128,15 @@ export interface DeleteResult {
   seq: number;
 }
 
+/** How the document was brought up to date on a (re)connect or resync. */
+export type SyncEvent =
+  | { via: 'snapshot'; seq: number }
+  /** Only the edits missed since the last seq it had (`missed` of them), then `caught_up`. */
+  | { via: 'resume'; seq: number; missed: number };
+
 export interface EventMap {
   change: ChangeEvent;
+  sync: SyncEvent;
   /** The highest seq saved durably rose to this. */
   saved: number;
   status: Status;

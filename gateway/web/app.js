@@ -97,11 +97,28 @@ function socketBase() {
   return `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}`;
 }
 
+/** How the last (re)connect caught up: the missed edits only (resume) or the whole canvas (snapshot). */
+function onDocumentSync(doc, sync) {
+  if (doc !== state.doc) return;
+  state.lastSyncVia = sync.via === 'resume' ? 'resumed' : 'snapshot';
+  state.lastSync = sync.via === 'resume'
+    ? `resumed at seq ${sync.seq} (${sync.missed} missed edit${sync.missed === 1 ? '' : 's'}, no reload)`
+    : `full snapshot at seq ${sync.seq}`;
+  if (state.status === 'live') showLive(doc);
+}
+
+/** The live badge, with how the last (re)connect caught up (its tooltip has the details). */
+function showLive(doc) {
+  const via = state.lastSync ? ` · ${state.lastSync}` : '';
+  setStatus('live', `live · ${doc.url.replace(/^wss?:\/\//, '')}${via}`);
+  if (state.lastSyncVia) statusText.textContent = `live · ${state.lastSyncVia}`;
+}
+
 function onDocumentStatus(doc, status) {
   if (doc !== state.doc) return;
   if (status === 'live') {
     state.everLive = true;
-    setStatus('live', `live · ${doc.url.replace(/^wss?:\/\//, '')}`);
+    showLive(doc);
     announcePresence();
   } else if (status === 'connecting') {
     setStatus(state.everLive ? 'reconnecting' : 'connecting', state.everLive ? 'reconnecting' : 'connecting');
@@ -145,6 +162,7 @@ function joinProject(projectId) {
   const doc = createDocument({ url: socketBase(), projectId, token: token || undefined });
   state.doc = doc;
   doc.on('status', (status) => onDocumentStatus(doc, status));
+  doc.on('sync', (sync) => onDocumentSync(doc, sync));
   doc.on('change', onChange);
   doc.on('pending', updateSaveState);
   doc.on('saved', updateSaveState);

@@ -510,6 +510,7 @@ export class CanvasDocument {
       kind: 'snapshot', id: null, object: null, previous: null, seq: this.#seq, by: null, local: false,
     });
     this.#noteSaved(frame.savedSeq);
+    this.#emitter.emit('sync', { via: 'snapshot', seq: this.#seq });
     this.#synced(sync ? sync.initial : !this.#socketSynced);
   }
 
@@ -518,7 +519,9 @@ export class CanvasDocument {
     if (!sync || (sync.reqId !== null && frame.reqId !== sync.reqId)) return;
     if (typeof frame.clientId === 'string') this.#clientId = frame.clientId;
     this.#endSync();
+    const before = this.#seq;
     this.#replay(sync.buffer);
+    this.#emitter.emit('sync', { via: 'resume', seq: this.#seq, missed: this.#seq - before });
     if (!this.#sync && typeof frame.seq === 'number' && this.#seq < frame.seq) {
       this.#beginSync(this.#sendResync(), false); // the replay did not reach the seq the server named
     }

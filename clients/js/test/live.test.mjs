@@ -278,15 +278,16 @@ describe('sequence rules', () => {
     assert.equal(doc.seq, 2);
   });
 
-  test('resume: a reconnect with since gets the missed edits and caught_up, no snapshot',
-    { skip: 'server has no resume (since / caught_up) yet' }, async () => {
+  test('resume: a reconnect with since gets the missed edits and caught_up, no snapshot', async () => {
       const tap = tappedWebSocket();
       const project = projectId('resume');
       const doc = await join({ url: [g1.url, g2.url], projectId: project, WebSocket: tap.WebSocket });
       await doc.create({ id: 'r', type: 'rect' });
       const other = await join({ url: g2.url, projectId: project });
       const changes = [];
+      const syncs = [];
       doc.on('change', (e) => changes.push(e));
+      doc.on('sync', (e) => syncs.push(e));
       tap.sockets[0].cut();
       await other.update('r', { x: 1 });
       await other.create({ id: 'r2', type: 'rect' });
@@ -295,6 +296,7 @@ describe('sequence rules', () => {
       assert.deepEqual(second.map((f) => f.type), ['updated', 'created', 'caught_up']);
       assert.ok(!tap.received.slice(1).some((f) => f.type === 'snapshot'), 'no second snapshot');
       assert.deepEqual(changes.map((e) => e.kind), ['updated', 'created']);
+      assert.deepEqual(syncs, [{ via: 'resume', seq: 3, missed: 2 }]);
       assert.deepEqual(plain(doc), plain(other));
     });
 });
