@@ -24,7 +24,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::time::{interval_at, timeout_at, Instant, Interval, MissedTickBehavior};
+use tokio::time::{interval_at, sleep_until, timeout_at, Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -124,6 +124,7 @@ pub async fn run_client(
         timeline: None,
         ack_buf: LatencyBuf::new(shard),
         fan_buf: LatencyBuf::new(shard),
+        resuming: false,
     };
     match conn.setup().await {
         Ok(()) => {
@@ -210,6 +211,8 @@ struct Conn {
     timeline: Option<Timeline>,
     ack_buf: LatencyBuf,
     fan_buf: LatencyBuf,
+    /// A reconnect after a drop waits for its `caught_up` or `snapshot`.
+    resuming: bool,
 }
 
 impl Conn {
@@ -359,12 +362,20 @@ impl Conn {
         let mut scheduled: u64 = 0;
         let mut outq: VecDeque<Message> = VecDeque::new();
         let mut dirty = false;
+        let mut next_drop = self.next_drop();
         loop {
+            // A drop waits until nothing is in flight, so that no edit's reply is lost with the socket.
+            let may_drop =
+                next_drop.is_some() && self.pending.is_empty() && outq.is_empty() && !dirty;
             tokio::select! {
                 msg = self.stream.next() => {
                     if let Some(reason) = self.on_stream(msg) {
                         return Err(reason);
                     }
+                }
+                _ = sleep_until(next_drop.unwrap_or(t0)), if may_drop => {
+                    self.drop_and_resume().await?;
+                    next_drop = self.next_drop();
                 }
                 _ = ticker.tick(), if sending => {
                     let now = Instant::now();
@@ -387,6 +398,37 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// When to drop the socket next (`--drop-every`): exponentially distributed around the mean.
+    fn next_drop(&mut self) -> Option<Instant> {
+        let mean = self.shared.cfg.drop_every?;
+        let u: f64 = self.rng.random_range(0.0001..1.0);
+        Some(Instant::now() + mean.mul_f64(-u.ln()))
+    }
+
+    /// Closes the socket as a network blip would and reconnects with `?since=` the last seq seen.
+    async fn drop_and_resume(&mut self) -> Result<(), String> {
+        let _ = self.sink.close().await;
+        self.out.drops += 1;
+        let mut url = self.shared.cfg.ws_url(self.spec.global, self.spec.project);
+        if let Some(seq) = self.out.seq.last() {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&format!("since={seq}"));
+        }
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            connect_async_with_config(url, Some(config), true),
+        )
+        .await
+        .map_err(|_| "timeout reconnecting after a drop".to_string())?
+        .map_err(|e| describe(&e))?;
+        let (sink, stream) = ws.split();
+        self.sink = sink;
+        self.stream = stream;
+        self.resuming = true;
+        Ok(())
     }
 
     /// The send timer: its first tick, at a random phase within one period after `t0`, and the ticker.
@@ -482,6 +524,17 @@ impl Conn {
         };
         let now_us = self.shared.clock.unix_us(now.into_std());
         match frame.kind.as_str() {
+            "snapshot" if self.resuming => {
+                self.resuming = false;
+                self.out.resumed_by_snapshot += 1;
+                if let Some(seq) = frame.seq {
+                    self.out.seq.reset(seq);
+                }
+            }
+            "caught_up" => {
+                self.resuming = false;
+                self.out.resumed += 1;
+            }
             "snapshot" => self.on_snapshot(frame),
             "ack" => {
                 self.activity(now_us);

@@ -90,6 +90,11 @@ pub struct Args {
     /// Allow gateway URLs that are not loopback addresses.
     #[arg(long, env = "LOADGEN_ALLOW_REMOTE")]
     pub allow_remote: bool,
+
+    /// Seconds: each client drops its socket about this often (at random times) while the load runs and
+    /// reconnects with `?since=` its last seq; the report counts resumes and snapshots. 0 = never.
+    #[arg(long, env = "LOADGEN_DROP_EVERY", default_value_t = 0.0)]
+    pub drop_every: f64,
 }
 
 /// Validated configuration used by the rest of the program.
@@ -111,6 +116,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub out: Option<PathBuf>,
     pub allow_remote: bool,
+    /// Mean time between a client's socket drops (then a reconnect with `since`); `None`: never.
+    pub drop_every: Option<Duration>,
 }
 
 /// The part of the configuration echoed in the report (never the token itself).
@@ -133,6 +140,7 @@ pub struct ConfigEcho {
     pub connect_timeout_secs: f64,
     pub out: Option<String>,
     pub allow_remote: bool,
+    pub drop_every_secs: f64,
 }
 
 impl Config {
@@ -197,6 +205,9 @@ impl Config {
             connect_timeout,
             out: args.out,
             allow_remote: args.allow_remote,
+            drop_every: (args.drop_every > 0.0)
+                .then(|| secs("--drop-every", args.drop_every))
+                .transpose()?,
         })
     }
 
@@ -240,6 +251,7 @@ impl Config {
             connect_timeout_secs: self.connect_timeout.as_secs_f64(),
             out: self.out.as_ref().map(|p| p.display().to_string()),
             allow_remote: self.allow_remote,
+            drop_every_secs: self.drop_every.map_or(0.0, |d| d.as_secs_f64()),
         }
     }
 

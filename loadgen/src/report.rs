@@ -102,6 +102,11 @@ pub struct SeqReport {
     pub regressions: u64,
     /// Snapshots received after the initial one (gateway resubscribes).
     pub extra_snapshots: u64,
+    /// Sockets dropped on purpose (`--drop-every`); reconnects that resumed from the journal (`caught_up`) and
+    /// those that got a full snapshot instead.
+    pub drops: u64,
+    pub resumed: u64,
+    pub resumed_by_snapshot: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -186,6 +191,9 @@ pub fn build(agg: &Aggregate, inputs: ReportInputs) -> Report {
             skipped: agg.seq_skipped,
             regressions: agg.seq_regressions,
             extra_snapshots: agg.extra_snapshots,
+            drops: agg.drops,
+            resumed: agg.resumed,
+            resumed_by_snapshot: agg.resumed_by_snapshot,
         },
         errors: ErrorsReport {
             total: agg.errors.values().sum(),
@@ -389,6 +397,7 @@ mod tests {
             connect_timeout_secs: 15.0,
             out: None,
             allow_remote: false,
+            drop_every_secs: 0.0,
         }
     }
 }

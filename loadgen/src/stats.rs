@@ -54,7 +54,6 @@ impl SeqTracker {
     }
 
     /// Last sequence number seen, if any.
-    #[cfg(test)]
     pub fn last(&self) -> Option<u64> {
         self.last
     }
@@ -274,6 +273,10 @@ pub struct ClientOutcome {
     pub seq: SeqTracker,
     /// Snapshots after the first one (resync / gateway resubscribe).
     pub extra_snapshots: u64,
+    /// Sockets this client dropped on purpose (`--drop-every`), and how each reconnect caught up.
+    pub drops: u64,
+    pub resumed: u64,
+    pub resumed_by_snapshot: u64,
     pub errors: Counts,
     pub malformed_frames: u64,
     /// Acks whose reqId matched nothing outstanding.
@@ -348,6 +351,9 @@ pub struct Aggregate {
     pub seq_skipped: u64,
     pub seq_regressions: u64,
     pub extra_snapshots: u64,
+    pub drops: u64,
+    pub resumed: u64,
+    pub resumed_by_snapshot: u64,
     pub errors: Counts,
     pub malformed_frames: u64,
     pub unexpected_acks: u64,
@@ -397,6 +403,9 @@ impl Aggregate {
         self.seq_skipped += o.seq.skipped;
         self.seq_regressions += o.seq.regressions;
         self.extra_snapshots += o.extra_snapshots;
+        self.drops += o.drops;
+        self.resumed += o.resumed;
+        self.resumed_by_snapshot += o.resumed_by_snapshot;
         for (code, n) in &o.errors {
             *self.errors.entry(code.clone()).or_insert(0) += n;
         }
