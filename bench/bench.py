@@ -355,7 +355,7 @@ class Bench:
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
-    def start_servers(self):
+    def start_servers(self, saver_env=None):
         self.redis_port = free_port()
         rdir = self.out / "redis"
         rdir.mkdir()
@@ -385,6 +385,7 @@ class Bench:
                 SAVE_INTERVAL_MS=SAVE_INTERVAL_MS,
                 SAVER_HTTP_ADDR=f"127.0.0.1:{self.saver_http}",
                 SAVER_GRPC_ADDR=f"127.0.0.1:{free_port()}",
+                **(saver_env or {}),
             ),
         )
         self.roles["saver"] = p.pid
@@ -866,6 +867,105 @@ class Bench:
         self.summary["scenarios"]["E"] = res
         self.save_summary()
 
+    # -- M: bounded memory ---------------------------------------------------------------------------------------
+
+    def scenario_m(self):
+        """Its own stack, with eviction after 2 s idle: 10,000 projects opened, edited and left idle, then Redis
+        used_memory against before; then one ~32 MiB project saved, evicted, loaded and snapshotted by 50 sockets at
+        once, with the peak RSS of gateway and saver (VmHWM, reset before each step)."""
+        idle_ms = 2000
+        log(f"M: bounded memory (CANVAS_IDLE_EVICT_MS={idle_ms}, SAVE_INTERVAL_MS=500)")
+        self.start_servers(saver_env={"CANVAS_IDLE_EVICT_MS": idle_ms, "SAVE_INTERVAL_MS": 500})
+        res = {"idleEvictMs": idle_ms}
+
+        def used_memory():
+            return int(self.redis_info("memory")["used_memory"])
+
+        def memory_figures():
+            return self.saver_metrics().get("memory", {})
+
+        def wait_resident(count, timeout):
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                if memory_figures().get("residentProjects") == count:
+                    return True
+                time.sleep(0.5)
+            return False
+
+        time.sleep(1.0)
+        res["usedMemoryBeforeBytes"] = before = used_memory()
+        projects = 10_000
+        report, _ = self.run_loadgen(
+            "M-open-edit",
+            ["--url", self.url(1), "--projects", projects, "--clients", 1, "--rate", 1, "--objects", 1,
+             "--duration", 3, "--warmup", 0, "--connect-timeout", 60, "--project-prefix", "idle-m"],
+            timeout=240,
+        )
+        res["connectionsHeld"] = report["connections"]["connectionsHeld"]
+        res["usedMemoryLoadedBytes"] = loaded = used_memory()
+        res["residentAfterLoad"] = memory_figures().get("residentProjects")
+        res["bytesPerResidentProject"] = round((loaded - before) / max(res["residentAfterLoad"] or 1, 1))
+        started = time.monotonic()
+        res["allEvicted"] = wait_resident(0, 240)
+        res["evictionSecs"] = round(time.monotonic() - started, 1)
+        time.sleep(1.0)
+        res["usedMemoryAfterBytes"] = after = used_memory()
+        res["afterOverBefore"] = round(after / before, 3)
+        res["evictions"] = memory_figures().get("evictions")
+        log(f"  M: used_memory {before} -> {loaded} with {res['residentAfterLoad']} resident "
+            f"({res['bytesPerResidentProject']} B each) -> {after} after evicting ({res['afterOverBefore']}x before, "
+            f"{res['evictionSecs']} s)")
+
+        # One big project: ~31.6 MiB of objects, written over the Object API, saved by the saver.
+        # loadgen names its projects <prefix>-<n>: its 50 sockets below join big-m-0.
+        big = "big-m-0"
+        pad = "x" * 64_900
+        gateway, saver = self.roles["gateway1"], self.roles["saver"]
+
+        def reset_peaks():
+            for pid in (gateway, saver):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+        def peaks():
+            return {"gatewayVmHwmKiB": proc_status(gateway, "VmHWM"), "saverVmHwmKiB": proc_status(saver, "VmHWM")}
+
+        reset_peaks()
+        url = f"http://127.0.0.1:{self.gw_ports[0]}/api/projects/{big}/objects"
+        for i in range(500):
+            body = json.dumps({"id": f"o{i}", "type": "blob", "pad": pad}).encode()
+            req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 201, r.status
+        saved = self.wait_saved(timeout=120)
+        figures = memory_figures()
+        res["bigProjectBytes"] = next((p["bytes"] for p in figures.get("biggestProjects", [])
+                                       if p["projectId"] == big), None)
+        res["written"] = {**peaks(), "saved": saved}
+        res["bigEvicted"] = wait_resident(0, 60)
+        reset_peaks()
+        report, _ = self.run_loadgen(
+            "M-snapshot",
+            ["--url", self.url(1), "--projects", 1, "--clients", 50, "--rate", 0, "--objects", 0,
+             "--duration", 5, "--warmup", 0, "--connect-timeout", 60, "--connect-concurrency", 50,
+             "--project-prefix", "big-m"],
+            timeout=120,
+        )
+        res["loadedAndSnapshotted"] = {**peaks(), "connectionsHeld": report["connections"]["connectionsHeld"],
+                                       "connectFailures": report["connections"]["connectFailures"],
+                                       "connectSecs": report["durations"]["connectSecs"]}
+        size_kib = (res["bigProjectBytes"] or 0) / 1024
+        for step in ("written", "loadedAndSnapshotted"):
+            for who in ("gateway", "saver"):
+                hwm = res[step][f"{who}VmHwmKiB"]
+                res[step][f"{who}OverProject"] = round(hwm / size_kib, 2) if hwm and size_kib else None
+        log(f"  M: one {size_kib / 1024:.1f} MiB project: written+saved peak RSS gateway "
+            f"{res['written']['gatewayVmHwmKiB']} KiB, saver {res['written']['saverVmHwmKiB']} KiB; loaded and "
+            f"snapshotted by {res['loadedAndSnapshotted']['connectionsHeld']} sockets: gateway "
+            f"{res['loadedAndSnapshotted']['gatewayVmHwmKiB']} KiB, saver {res['loadedAndSnapshotted']['saverVmHwmKiB']} KiB")
+        self.summary["scenarios"]["M"] = res
+        self.save_summary()
+        return res
+
     # -- the run ------------------------------------------------------------------------------------------------------
 
     def machine(self):
@@ -931,14 +1031,19 @@ class Bench:
         # Rate runs its own redis-server and dynalite: stop ours first so that they have the machine to themselves.
         self.procs.stop_all()
         self.roles = {}
-        if self.want("E") and elapsed() < HARD_LIMIT_S - 60:
+        # M and E run their own servers, one after the other.
+        for letter, fn in (("M", self.scenario_m), ("E", self.scenario_e)):
+            if not self.want(letter) or elapsed() >= HARD_LIMIT_S - 60:
+                continue
             try:
-                self.scenario_e()
+                fn()
             except Abort:
                 raise
             except Exception as e:
-                log(f"E FAILED: {e}")
-                self.summary["scenarios"]["E"] = {"failed": str(e)}
+                log(f"{letter} FAILED: {e}")
+                self.summary["scenarios"][letter] = {"failed": str(e)}
+            self.procs.stop_all()
+            self.roles = {}
         try:
             (self.out / "redis").rmdir()  # redis-server's --dir; empty without persistence
         except OSError:
@@ -1342,7 +1447,7 @@ def make_reference(run):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", help="comma-separated scenario letters (G,D,A,B,C,P,E; F comes with B)")
+    ap.add_argument("--only", help="comma-separated scenario letters (G,D,A,B,C,P,M,E; F comes with B)")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--out", help="results folder (default bench/runs/<UTC timestamp>)")
     ap.add_argument("--chart", metavar="RUN_DIR", help="only (re)write the chart of a finished run, then exit")

@@ -12,7 +12,7 @@ use canvas_gateway::auth::{Auth, AuthArgs};
 use canvas_gateway::config::TuningArgs;
 use canvas_gateway::{serve_with, AppState};
 use canvas_saver::{Saver, SaverSettings, DEFAULT_INTERVAL_MS};
-use canvas_shared::config::{JournalArgs, LimitsArgs, TelemetryArgs};
+use canvas_shared::config::{EvictionArgs, JournalArgs, LimitsArgs, TelemetryArgs};
 use canvas_shared::durable::embedded::EmbeddedStore;
 use canvas_shared::hot::memory::MemoryHotState;
 use canvas_shared::shutdown::{self, SignalMessages};
@@ -51,6 +51,8 @@ struct Config {
     limits: LimitsArgs,
     #[command(flatten)]
     journal: JournalArgs,
+    #[command(flatten)]
+    eviction: EvictionArgs,
     #[command(flatten)]
     tuning: TuningArgs,
     #[command(flatten)]
@@ -92,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
     let saver = Saver::new(
         SaverSettings {
             interval: Duration::from_millis(config.save_interval_ms),
+            idle_evict: config.eviction.idle(),
             ..SaverSettings::default()
         },
         hot,

@@ -159,8 +159,16 @@ fn edit_spans<'a>(spans: &'a [ReceivedSpan], project: &str, object: &str) -> Opt
             && s.attr("project") == Some(project)
             && s.attr("object") == Some(object)
     })?;
-    let script = child_of(spans, apply, "redis.edit_script")?;
-    let fan_out = child_of(spans, script, "fan_out")?;
+    // The first edit of a project nobody stored runs the script twice (not loaded, then after the cold load): the
+    // one that applied it is the one with a fan-out.
+    let (script, fan_out) = spans
+        .iter()
+        .filter(|s| {
+            s.name == "redis.edit_script"
+                && s.trace_id == apply.trace_id
+                && s.parent_span_id == apply.span_id
+        })
+        .find_map(|script| Some((script, child_of(spans, script, "fan_out")?)))?;
     Some(EditSpans {
         apply,
         script,

@@ -7,8 +7,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -19,6 +17,7 @@ use axum::{Extension, Router};
 use crate::abuse::Admission;
 use crate::admission::admit;
 use crate::connection;
+use crate::connection::socket::{UpgradeRejection as WebSocketUpgradeRejection, WebSocketUpgrade};
 use crate::error::ApiError;
 use crate::object_api::{self, WriteLimits};
 use crate::state::AppState;
@@ -169,6 +168,7 @@ async fn upgrade(
         // tungstenite's defaults reserve 128 KiB per socket for reading; idle sockets should cost little.
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
+        // A big snapshot goes out a fragment at a time (connection/socket.rs), so a few frames' room is enough.
         .max_write_buffer_size(max.saturating_mul(4))
         .on_upgrade(move |socket| {
             connection::run(state, socket, project, identity, since, guard, tracked)
@@ -196,7 +196,7 @@ async fn objects(
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
-    match state.loader.snapshot(&project).await {
+    match state.loader.shared_snapshot(&project).await {
         Ok(snapshot) => {
             let body = canvas_shared::protocol::objects_body(
                 project.as_str(),

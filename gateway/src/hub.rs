@@ -487,6 +487,20 @@ mod tests {
         async fn raise_seq(&self, p: &ProjectId, floor: u64) -> Result<u64, HotError> {
             self.inner.raise_seq(p, floor).await
         }
+        async fn mark_present(
+            &self,
+            gateway: &str,
+            projects: &[ProjectId],
+            until_ms: i64,
+            ttl_ms: u64,
+        ) -> Result<(), HotError> {
+            self.inner
+                .mark_present(gateway, projects, until_ms, ttl_ms)
+                .await
+        }
+        async fn mark_absent(&self, gateway: &str, p: &ProjectId) -> Result<(), HotError> {
+            self.inner.mark_absent(gateway, p).await
+        }
         async fn publish_ephemeral(
             &self,
             p: &ProjectId,

@@ -5,7 +5,8 @@
 //! Map of the crate:
 //! - [`http`]: routes (upgrade, health, objects API, demo page); [`auth`]: who may do what.
 //! - [`socket`]: one client connection; [`outbound`]: ordering of what it is sent.
-//! - [`edit`]: where an edit is applied; [`loader`]: cold load of projects from the durable store.
+//! - [`edit`]: where an edit is applied; [`loader`]: cold load of projects from the durable store;
+//!   [`occupancy`]: which projects have clients here (they are never evicted).
 //! - [`hub`]: local fan-out and pub/sub subscriptions; [`presence`]: cursor rate limits.
 //! - [`limits`]: abuse limits (edit rate, connections per user and per IP, Origin allow-list).
 
@@ -22,6 +23,7 @@ mod hub;
 mod loader;
 mod metrics;
 mod object_api;
+mod occupancy;
 mod presence;
 mod replay;
 mod state;

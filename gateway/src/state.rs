@@ -13,6 +13,7 @@ use crate::config::TuningArgs;
 use crate::hub::Hub;
 use crate::loader::Loader;
 use crate::metrics::GatewayMetrics;
+use crate::occupancy::Occupancy;
 
 #[derive(Clone)]
 pub struct AppState(pub Arc<Inner>);
@@ -22,6 +23,7 @@ pub struct Inner {
     pub durable: Arc<dyn DurableStore>,
     pub hub: Arc<Hub>,
     pub(crate) loader: Loader,
+    pub(crate) occupancy: Arc<Occupancy>,
     pub metrics: Arc<GatewayMetrics>,
     pub limits: Limits,
     pub auth: Auth,
@@ -56,7 +58,9 @@ impl AppState {
             Arc::clone(&hub),
             Arc::clone(&metrics),
         );
+        let occupancy = Occupancy::start(Arc::clone(&hot));
         Self(Arc::new(Inner {
+            occupancy,
             hot,
             durable,
             hub,

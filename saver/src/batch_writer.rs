@@ -217,6 +217,7 @@ impl Shared<'_> {
             .push(RefusedObject {
                 project_id: write.project.to_string(),
                 object_id: write.object_id().to_string(),
+                stamp: write.stamp(),
                 message: error.to_string(),
             });
     }

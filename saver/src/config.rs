@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use canvas_shared::config::{DynamoArgs, RedisArgs, TelemetryArgs};
+use canvas_shared::config::{
+    millis, DynamoArgs, EvictionArgs, RedisArgs, TelemetryArgs, DEFAULT_IDLE_EVICT_MS,
+};
 
 use crate::operator_token::OperatorToken;
 
@@ -36,6 +38,8 @@ pub struct SaverConfig {
     pub dynamo: DynamoArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub eviction: EvictionArgs,
 
     /// Time between save passes (ms).
     #[arg(
@@ -158,6 +162,7 @@ impl SaverConfig {
             owner: self.owner_id.clone().unwrap_or(defaults.owner),
             table: self.dynamo.table.clone(),
             store_retry: defaults.store_retry,
+            idle_evict: self.eviction.idle(),
         }
     }
 }
@@ -185,6 +190,8 @@ pub struct SaverSettings {
     pub table: String,
     /// Pause between attempts to reach a store that is not ready yet.
     pub store_retry: Duration,
+    /// How long a fully saved project with no client stays in the hot state unread and unedited; `None`: forever.
+    pub idle_evict: Option<Duration>,
 }
 
 /// A lease owner id unique to this process: host, pid and a random suffix.
@@ -215,6 +222,7 @@ impl Default for SaverSettings {
             owner: default_owner(),
             table: canvas_shared::config::DEFAULT_TABLE.into(),
             store_retry: Duration::from_millis(DEFAULT_STORE_RETRY_MS),
+            idle_evict: Some(millis(DEFAULT_IDLE_EVICT_MS)),
         }
     }
 }
@@ -236,6 +244,9 @@ mod tests {
         assert!(!s.create_table);
         assert_eq!(s.shutdown_grace, Duration::from_millis(30_000));
         assert!(s.operator_token.is_none());
+        assert_eq!(s.idle_evict, Some(Duration::from_millis(900_000)));
+        let never = SaverConfig::try_parse_from(["saver", "--idle-evict-ms", "0"]).unwrap();
+        assert_eq!(never.settings().idle_evict, None);
     }
 
     #[test]

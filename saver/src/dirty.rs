@@ -6,7 +6,7 @@ use std::time::Duration;
 use canvas_shared::hot::{DirtySummary, HotError, SaveQueue};
 
 /// How long `GET /metrics` (and `/metrics/prometheus`) waits for the dirty index.
-const DIRTY_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const DIRTY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why the dirty index could not be read for this request.
 #[derive(Debug, thiserror::Error)]

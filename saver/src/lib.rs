@@ -12,6 +12,7 @@
 //! Where a save happens, in the order it runs:
 //! - [`save_loop`]: waits for the store, then runs a pass every interval, and drains on shutdown;
 //! - [`save_pass`]: one pass, claim → read changes → write → complete or put back each claim;
+//! - [`eviction`]: after each pass, idle fully saved projects leave the hot state;
 //! - [`batch_writer`]: the BatchWriteItem requests with their retries; [`lease`]: lease renewal while writing;
 //!   [`save_error`]: why a project's save failed.
 //!
@@ -21,6 +22,7 @@
 mod batch_writer;
 mod config;
 mod dirty;
+mod eviction;
 mod grpc;
 mod http;
 mod lease;
@@ -59,11 +61,14 @@ impl Saver {
         hot: Arc<dyn SaveQueue>,
         durable: Arc<dyn DurableStore>,
     ) -> Self {
-        let metrics = Arc::new(Metrics::new(
-            settings.interval.as_millis() as u64,
-            settings.lease.as_millis() as u64,
-            settings.owner.clone(),
-        ));
+        let metrics = Arc::new(
+            Metrics::new(
+                settings.interval.as_millis() as u64,
+                settings.lease.as_millis() as u64,
+                settings.owner.clone(),
+            )
+            .with_idle_evict_ms(settings.idle_evict.map_or(0, |d| d.as_millis() as u64)),
+        );
         Self {
             ctx: Arc::new(save_pass::PassContext {
                 hot,
@@ -87,6 +92,13 @@ impl Saver {
         let outcome = save_pass::run_pass(&self.ctx).await;
         self.metrics.record_pass(&outcome);
         outcome
+    }
+
+    /// Runs one eviction step now (outside the loop) and records it; returns how many projects it evicted.
+    pub async fn run_eviction(&self) -> u64 {
+        let outcome = eviction::evict_idle(&self.ctx).await;
+        self.metrics.record_eviction(&outcome);
+        outcome.evicted
     }
 
     /// The HTTP router (for embedding in another server, e.g. the dev mode's).

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use canvas_shared::hot::{DirtySummary, SaveQueue};
+use canvas_shared::hot::{DirtySummary, Residency, SaveQueue};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -106,12 +106,45 @@ impl DirtyProjects {
     }
 }
 
+/// One of the biggest projects in `memory.biggestProjects`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectSize {
+    pub project_id: String,
+    /// Total object JSON bytes, as of the project's last save or load.
+    pub bytes: u64,
+}
+
+/// The `memory` object (extension): what the hot state holds, and how it is kept bounded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryFigures {
+    /// `CANVAS_IDLE_EVICT_MS` of this saver (0: projects are never evicted).
+    pub idle_evict_ms: u64,
+    /// Projects this saver evicted from the hot state.
+    pub evictions: u64,
+    /// Projects loaded in the hot state now; `null` when it could not be read (then `error` says why).
+    pub resident_projects: Option<u64>,
+    /// Cold loads by every gateway since the hot state started.
+    pub cold_loads: Option<u64>,
+    /// Redis `used_memory` (bytes).
+    pub redis_used_memory: Option<u64>,
+    /// The biggest resident projects, biggest first.
+    pub biggest_projects: Vec<ProjectSize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How many of the biggest projects are reported.
+pub const BIGGEST_PROJECTS: usize = 10;
+
 /// The whole `GET /metrics` document.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricsDoc {
     pub auto_save: AutoSave,
     pub dirty_projects: DirtyProjects,
+    pub memory: MemoryFigures,
 }
 
 #[derive(Debug)]
@@ -127,6 +160,7 @@ struct Figures {
     retries: u64,
     superseded: u64,
     rejected: u64,
+    evictions: u64,
     recent_saves: VecDeque<RecentSave>,
     recent_errors: VecDeque<RecentError>,
 }
@@ -136,6 +170,7 @@ struct Figures {
 pub struct Metrics {
     interval_ms: u64,
     lease_ms: u64,
+    idle_evict_ms: u64,
     owner: String,
     state: watch::Sender<LoopState>,
     figures: Mutex<Figures>,
@@ -168,6 +203,7 @@ impl Metrics {
         Self {
             interval_ms,
             lease_ms,
+            idle_evict_ms: 0,
             owner,
             state: watch::Sender::new(LoopState::WaitingForStore),
             figures: Mutex::new(Figures {
@@ -181,10 +217,65 @@ impl Metrics {
                 retries: 0,
                 superseded: 0,
                 rejected: 0,
+                evictions: 0,
                 recent_saves: VecDeque::new(),
                 recent_errors: VecDeque::new(),
             }),
             prometheus: SaverPrometheus::default(),
+        }
+    }
+
+    /// Reports the idle time after which this saver evicts projects (0: never).
+    pub fn with_idle_evict_ms(mut self, idle_evict_ms: u64) -> Self {
+        self.idle_evict_ms = idle_evict_ms;
+        self
+    }
+
+    /// Records one eviction step.
+    pub(crate) fn record_eviction(&self, outcome: &crate::eviction::EvictionOutcome) {
+        self.prometheus.evictions.inc_by(outcome.evicted);
+        let mut f = self.lock();
+        f.evictions += outcome.evicted;
+        let at = canvas_shared::time::now_ms();
+        for (project_id, message) in &outcome.errors {
+            push_capped(
+                &mut f.recent_errors,
+                RecentError {
+                    at,
+                    project_id: project_id.clone(),
+                    object_id: None,
+                    message: clip(message),
+                },
+            );
+        }
+    }
+
+    /// The `memory` object, with what the hot state holds now.
+    pub fn memory(&self, residency: Result<Residency, String>) -> MemoryFigures {
+        let evictions = self.lock().evictions;
+        match residency {
+            Ok(r) => MemoryFigures {
+                idle_evict_ms: self.idle_evict_ms,
+                evictions,
+                resident_projects: Some(r.resident),
+                cold_loads: Some(r.cold_loads),
+                redis_used_memory: r.used_memory,
+                biggest_projects: r
+                    .biggest
+                    .into_iter()
+                    .map(|(project_id, bytes)| ProjectSize { project_id, bytes })
+                    .collect(),
+                error: None,
+            },
+            Err(error) => MemoryFigures {
+                idle_evict_ms: self.idle_evict_ms,
+                evictions,
+                resident_projects: None,
+                cold_loads: None,
+                redis_used_memory: None,
+                biggest_projects: Vec::new(),
+                error: Some(error),
+            },
         }
     }
 
@@ -324,9 +415,20 @@ pub async fn document(metrics: &Metrics, hot: &dyn SaveQueue) -> MetricsDoc {
         Ok(summary) => DirtyProjects::from_summary(summary),
         Err(e) => DirtyProjects::unavailable(e.to_string()),
     };
+    let residency = read_residency(hot).await;
     MetricsDoc {
         auto_save: metrics.auto_save(),
         dirty_projects,
+        memory: metrics.memory(residency),
+    }
+}
+
+/// What the hot state holds now, waiting as long as for the dirty index.
+pub(crate) async fn read_residency(hot: &dyn SaveQueue) -> Result<Residency, String> {
+    match tokio::time::timeout(crate::dirty::DIRTY_TIMEOUT, hot.residency(BIGGEST_PROJECTS)).await {
+        Ok(Ok(residency)) => Ok(residency),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the hot state did not answer in time".into()),
     }
 }
 
@@ -386,6 +488,7 @@ mod tests {
         let doc = MetricsDoc {
             auto_save: m.auto_save(),
             dirty_projects: DirtyProjects::from_summary(DirtySummary::default()),
+            memory: m.memory(Ok(Residency::default())),
         };
         let v = serde_json::to_value(doc).unwrap();
         for key in [

@@ -16,6 +16,11 @@
 //! | `canvas_saver_project_saves_total` | counter | project saves that completed |
 //! | `canvas_saver_failed_project_saves_total` | counter | project saves that failed (work put back) |
 //! | `canvas_saver_lost_leases_total` | counter | project saves given up because another saver took the lease |
+//! | `canvas_saver_evictions_total` | counter | idle projects this saver removed from the hot state |
+//! | `canvas_saver_resident_projects` | gauge | projects loaded in the hot state, at scrape |
+//! | `canvas_saver_cold_loads` | gauge | cold loads by every gateway since the hot state started, at scrape |
+//! | `canvas_saver_redis_used_memory_bytes` | gauge | Redis `used_memory`, at scrape |
+//! | `canvas_saver_biggest_project_bytes{rank}` | gauge | object bytes of the biggest resident projects (rank 1 = biggest), at scrape |
 //! | `canvas_saver_save_pass_duration_seconds` | histogram | duration of passes that claimed something |
 //! | `canvas_saver_dirty_projects` | gauge | projects with unsaved changes (being saved included), at scrape |
 //! | `canvas_saver_oldest_unsaved_change_age_seconds` | gauge | age of the oldest unsaved change (0 if none) |
@@ -76,7 +81,14 @@ pub struct SaverPrometheus {
     pub lost_leases: Counter,
     pub superseded_writes: Counter,
     pub rejected_objects: Counter,
+    pub evictions: Counter,
     pub save_pass_duration: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RankLabels {
+    /// 1 = the biggest project (project ids are never labels).
+    pub rank: u64,
 }
 
 impl Default for SaverPrometheus {
@@ -136,6 +148,12 @@ impl Default for SaverPrometheus {
             "Objects DynamoDB refused; each is held back in Redis until it changes again",
             rejected_objects.clone(),
         );
+        let evictions = Counter::default();
+        registry.register(
+            "evictions",
+            "Idle, fully saved projects this saver removed from the hot state",
+            evictions.clone(),
+        );
         // 1 ms .. ~65 s
         let save_pass_duration = Histogram::new(exponential_buckets(0.001, 2.0, 17));
         registry.register(
@@ -161,6 +179,7 @@ impl Default for SaverPrometheus {
             lost_leases,
             superseded_writes,
             rejected_objects,
+            evictions,
             save_pass_duration,
         }
     }
@@ -253,6 +272,48 @@ pub(crate) async fn render(
         }
         Err(e) => {
             tracing::warn!(error = %e, "dirty index unreadable for a Prometheus scrape");
+        }
+    }
+    match crate::metrics::read_residency(hot).await {
+        Ok(residency) => {
+            let gauge = |value: u64| {
+                let g = Gauge::<i64>::default();
+                g.set(i64::try_from(value).unwrap_or(i64::MAX));
+                g
+            };
+            scrape.register(
+                "resident_projects",
+                "Projects loaded in the hot state, read at scrape time",
+                gauge(residency.resident),
+            );
+            scrape.register(
+                "cold_loads",
+                "Cold loads by every gateway since the hot state started, read at scrape time",
+                gauge(residency.cold_loads),
+            );
+            if let Some(used) = residency.used_memory {
+                scrape.register(
+                    "redis_used_memory_bytes",
+                    "Redis used_memory, read at scrape time",
+                    gauge(used),
+                );
+            }
+            let biggest = Family::<RankLabels, Gauge>::default();
+            for (rank, (_, bytes)) in residency.biggest.iter().enumerate() {
+                biggest
+                    .get_or_create(&RankLabels {
+                        rank: rank as u64 + 1,
+                    })
+                    .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+            }
+            scrape.register(
+                "biggest_project_bytes",
+                "Object bytes of the biggest resident projects by rank (1 = biggest), read at scrape time",
+                biggest,
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "hot state residency unreadable for a Prometheus scrape")
         }
     }
     let states = Family::<StateLabels, Gauge>::default();

@@ -69,6 +69,8 @@ pub struct PassOutcome {
 pub struct RefusedObject {
     pub project_id: String,
     pub object_id: String,
+    /// The stamp of the refused version (a newer one is saved normally).
+    pub stamp: i64,
     /// The store's own message.
     pub message: String,
 }

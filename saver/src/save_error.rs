@@ -11,6 +11,9 @@ pub(crate) enum SaveError {
     ReadChanges(#[source] HotError),
     #[error("completing the claim failed: {0}")]
     CompleteClaim(#[source] HotError),
+    /// Objects the store refused could not be recorded as held back, so the claim is not completed yet.
+    #[error("recording the refused objects failed: {0}")]
+    HoldBack(#[source] HotError),
     /// The objects are written, but the project's `seq` watermark is not: the claim is saved again later.
     #[error("persisting the seq watermark failed: {0}")]
     PersistWatermark(#[source] DurableError),

@@ -76,6 +76,7 @@ pub(crate) async fn run_loop(
         tokio::select! {
             outcome = &mut pass => {
                 record(&metrics, &outcome);
+                metrics.record_eviction(&crate::eviction::evict_idle(&ctx).await);
                 // A pass that hit the cap left work behind: go again now rather than after a whole interval.
                 if outcome.projects() as usize >= ctx.settings.max_projects_per_pass {
                     tick.reset_immediately();

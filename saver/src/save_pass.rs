@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use canvas_shared::durable::{DurableStore, ItemWrite, WriteOp};
 use canvas_shared::hot::{ChangeSet, Claim, HotError, SaveQueue};
-use canvas_shared::ids::ProjectId;
+use canvas_shared::ids::{ObjectId, ProjectId};
 use canvas_shared::time::now_ms;
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -190,7 +190,8 @@ async fn save_claims(
     outcome.retries = report.retries;
     let mut endings = sorted.decided;
     endings.extend(decide_endings(&leases, sorted.to_write, &report));
-    let finished = release_claims(ctx, &leases, endings).await;
+    let held_back = held_back_by_project(&report);
+    let finished = release_claims(ctx, &leases, endings, &held_back).await;
     tally(&mut outcome, finished);
     outcome.at = now_ms();
     outcome.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -287,11 +288,28 @@ fn decide_endings(leases: &Leases, to_write: Vec<Job>, report: &WriteReport) -> 
         .collect()
 }
 
+/// The objects the store refused in this pass, by project, each with the stamp of its refused version.
+fn held_back_by_project(report: &WriteReport) -> HashMap<ProjectId, Vec<(ObjectId, i64)>> {
+    let mut held: HashMap<ProjectId, Vec<(ObjectId, i64)>> = HashMap::new();
+    for refused in &report.refused {
+        if let (Ok(project), Ok(object)) = (
+            ProjectId::parse(refused.project_id.as_str()),
+            ObjectId::parse(refused.object_id.as_str()),
+        ) {
+            held.entry(project)
+                .or_default()
+                .push((object, refused.stamp));
+        }
+    }
+    held
+}
+
 /// Completes, puts back, or leaves to the new owner every claim of the pass.
 async fn release_claims(
     ctx: &PassContext,
     leases: &Arc<Leases>,
     endings: Vec<(Job, Ending)>,
+    held_back: &HashMap<ProjectId, Vec<(ObjectId, i64)>>,
 ) -> Vec<(Claim, Ending)> {
     futures_util::stream::iter(endings.into_iter().map(|(job, ending)| {
         let leases = Arc::clone(leases);
@@ -311,7 +329,8 @@ async fn release_claims(
                     Ending::Lost => "leave",
                 },
             );
-            let ending = finish(ctx, &leases, &claim, ending)
+            let refused = held_back.get(&claim.project).map_or(&[][..], Vec::as_slice);
+            let ending = finish(ctx, &leases, &claim, ending, refused)
                 .instrument(release)
                 .await;
             let label = match &ending {
@@ -398,10 +417,24 @@ async fn persist_watermark(durable: &dyn DurableStore, claim: &Claim) -> Result<
         .map_err(SaveError::PersistWatermark)
 }
 
-/// Completes a fully written claim (after persisting its watermark) or puts a failed one back. A lost claim is
-/// left alone.
-async fn finish(ctx: &PassContext, leases: &Leases, claim: &Claim, ending: Ending) -> Ending {
+/// Completes a fully written claim (after recording the objects the store refused, which keep the project in
+/// the hot state, and persisting its watermark) or puts a failed one back. A lost claim is left alone.
+async fn finish(
+    ctx: &PassContext,
+    leases: &Leases,
+    claim: &Claim,
+    ending: Ending,
+    refused: &[(ObjectId, i64)],
+) -> Ending {
     let hot = ctx.hot.as_ref();
+    let ending = match ending {
+        Ending::Saved if !refused.is_empty() => match hot.hold_back(claim, refused).await {
+            Ok(true) => Ending::Saved,
+            Ok(false) => Ending::Lost,
+            Err(e) => Ending::Failed(SaveError::HoldBack(e)),
+        },
+        other => other,
+    };
     let ending = match ending {
         Ending::Saved => match persist_watermark(ctx.durable.as_ref(), claim).await {
             Ok(()) => Ending::Saved,

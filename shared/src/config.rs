@@ -77,6 +77,9 @@ pub struct LimitsArgs {
     /// Most objects per project.
     #[arg(long = "max-objects-per-project", env = "CANVAS_MAX_OBJECTS_PER_PROJECT", default_value_t = Limits::default().max_objects_per_project)]
     pub max_objects_per_project: usize,
+    /// Most object JSON per project, in total (bytes).
+    #[arg(long = "max-project-bytes", env = "CANVAS_MAX_PROJECT_BYTES", default_value_t = Limits::default().max_project_bytes)]
+    pub max_project_bytes: usize,
 }
 
 impl From<&LimitsArgs> for Limits {
@@ -87,7 +90,27 @@ impl From<&LimitsArgs> for Limits {
                 .max_object_bytes
                 .min(crate::object::MAX_STORABLE_OBJECT_BYTES),
             max_objects_per_project: a.max_objects_per_project,
+            max_project_bytes: a.max_project_bytes,
         }
+    }
+}
+
+/// Default idle time after which a fully saved project with no client is evicted from the hot state (ms).
+pub const DEFAULT_IDLE_EVICT_MS: u64 = 900_000;
+
+/// When idle projects leave the hot state.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvictionArgs {
+    /// A project that is fully saved, has no client on any gateway and was not read or edited for this long is
+    /// removed from the hot state (ms); the next access loads it again. 0 = never.
+    #[arg(long = "idle-evict-ms", env = "CANVAS_IDLE_EVICT_MS", default_value_t = DEFAULT_IDLE_EVICT_MS)]
+    pub idle_evict_ms: u64,
+}
+
+impl EvictionArgs {
+    /// The idle time, or `None` when projects are kept forever.
+    pub fn idle(&self) -> Option<Duration> {
+        (self.idle_evict_ms > 0).then(|| millis(self.idle_evict_ms))
     }
 }
 

@@ -9,6 +9,8 @@ pub struct Limits {
     pub max_object_bytes: usize,
     /// Most objects one project may hold.
     pub max_objects_per_project: usize,
+    /// Most object JSON one project may hold in total (bytes); an edit that would grow it past this is refused.
+    pub max_project_bytes: usize,
 }
 
 impl Default for Limits {
@@ -17,6 +19,7 @@ impl Default for Limits {
             max_frame_bytes: 256 * 1024,
             max_object_bytes: 64 * 1024,
             max_objects_per_project: 10_000,
+            max_project_bytes: 32 * 1024 * 1024,
         }
     }
 }

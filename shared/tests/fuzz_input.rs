@@ -34,6 +34,7 @@ fn limits() -> Limits {
         max_frame_bytes: 64 * 1024,
         max_object_bytes: 600,
         max_objects_per_project: 100,
+        ..Limits::default()
     }
 }
 

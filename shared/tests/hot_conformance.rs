@@ -15,8 +15,8 @@ use std::time::Duration;
 use canvas_shared::hot::memory::MemoryHotState;
 use canvas_shared::hot::redis::RedisHotState;
 use canvas_shared::hot::{
-    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, HotError,
-    HotStore, JournalPage, LeaseClock, DEFAULT_JOURNAL_LEN,
+    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, Eviction,
+    HotError, HotStore, JournalPage, LeaseClock, DEFAULT_JOURNAL_LEN,
 };
 use canvas_shared::ids::ProjectId;
 use canvas_shared::object::{merge_patch, Edit};
@@ -91,6 +91,15 @@ conformance!(
     expired_leases_taken_over_in_expiry_order,
     renew_extends_lease,
     claim_carries_seq_and_completion_raises_saved_seq,
+    eviction_removes_an_idle_saved_project_and_reload_continues_its_seq,
+    eviction_waits_for_the_idle_time_and_reads_count_as_access,
+    eviction_skips_unsaved_and_claimed_projects,
+    eviction_skips_projects_with_a_client_on_some_gateway,
+    eviction_persists_the_seq_first,
+    eviction_keeps_a_project_holding_a_refused_object,
+    project_byte_budget,
+    big_project_snapshot_is_whole_and_consistent,
+    residency_counts_and_ranks_projects,
     ping,
     journal_holds_each_applied_edit_as_broadcast,
     journal_pages_and_bounds,
@@ -104,6 +113,7 @@ const LIMITS: Limits = Limits {
     max_frame_bytes: 256 * 1024,
     max_object_bytes: 64 * 1024,
     max_objects_per_project: 10_000,
+    max_project_bytes: 32 * 1024 * 1024,
 };
 const BY: &str = "alice";
 const ORIGIN: &str = "conn-1";
@@ -1498,6 +1508,320 @@ async fn claim_carries_seq_and_completion_raises_saved_seq(hot: &Fixture) {
     assert_eq!(hot.snapshot(&p).await.unwrap().saved_seq, 9);
     assert!(!hot.complete_claim(&second).await.unwrap());
     assert_eq!(hot.snapshot(&p).await.unwrap().saved_seq, 9);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Eviction and the byte budget. The hot state stamps reads and loads with the real clock, so these checks take
+// their times from it.
+
+const HOUR: i64 = 3_600_000;
+const GATEWAY: &str = "gw-1";
+
+fn now() -> i64 {
+    canvas_shared::time::now_ms()
+}
+
+/// Saves whatever is dirty: claims and completes every claim.
+async fn save_all(hot: &Fixture, at: i64) {
+    for c in claim(hot, "saver", 100, at).await {
+        assert!(hot.complete_claim(&c).await.unwrap());
+    }
+}
+
+/// An edited, saved project, idle since before `now()`.
+async fn saved_project(hot: &Fixture, name: &str) -> ProjectId {
+    let p = pid(name);
+    open(hot, &p).await;
+    let t = now();
+    ok(hot, &p, create(rect("o1")), t).await;
+    ok(hot, &p, create(rect("o2")), t).await;
+    ok(hot, &p, update("o1", json!({"x": 9})), t).await;
+    save_all(hot, t).await;
+    p
+}
+
+async fn evict_now(hot: &Fixture, p: &ProjectId) -> Eviction {
+    hot.evict(p, now() + HOUR, now(), 0).await.expect("evict")
+}
+
+async fn eviction_removes_an_idle_saved_project_and_reload_continues_its_seq(hot: &Fixture) {
+    let p = saved_project(hot, "p-evict").await;
+    let before = hot.snapshot(&p).await.unwrap();
+    assert_eq!(
+        hot.idle_projects(now() + HOUR, 10).await.unwrap(),
+        vec![p.clone()]
+    );
+    assert_eq!(
+        evict_now(hot, &p).await,
+        Eviction::Evicted { seq: before.seq }
+    );
+    assert!(matches!(hot.snapshot(&p).await, Err(HotError::NotLoaded)));
+    assert!(matches!(
+        apply_at(hot, &p, create(rect("o3")), now()).await,
+        Err(HotError::NotLoaded)
+    ));
+    assert!(hot
+        .idle_projects(now() + HOUR, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(hot.residency(10).await.unwrap().resident, 0);
+    assert!(claim(hot, "s", 10, now()).await.is_empty());
+    assert_eq!(evict_now(hot, &p).await, Eviction::Gone);
+
+    // The next access loads it again (the durable store's copy), with a seq that continues.
+    let objects: Vec<StoredObject> = by_id(&before.objects)
+        .into_iter()
+        .map(|(id, body)| stored(&id, &body, 1))
+        .collect();
+    assert!(hot.load(&p, &objects, before.seq, 1).await.unwrap());
+    let after = hot.snapshot(&p).await.unwrap();
+    assert_eq!(by_id(&after.objects), by_id(&before.objects));
+    assert_eq!(after.seq, before.seq);
+    assert_eq!(
+        ok(hot, &p, create(rect("o3")), now()).await.seq,
+        before.seq + 1
+    );
+}
+
+async fn eviction_waits_for_the_idle_time_and_reads_count_as_access(hot: &Fixture) {
+    let p = saved_project(hot, "p-recent").await;
+    let edited = now();
+    assert!(hot
+        .idle_projects(edited - HOUR, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        hot.evict(&p, edited - HOUR, edited, 0).await.unwrap(),
+        Eviction::Busy
+    );
+    // A read moves the last access on: idle since before the read is no longer idle.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let read_at = now();
+    hot.snapshot(&p).await.unwrap();
+    assert_eq!(
+        hot.evict(&p, read_at - 1, now(), 0).await.unwrap(),
+        Eviction::Busy
+    );
+    assert!(hot.snapshot(&p).await.is_ok());
+    assert!(matches!(evict_now(hot, &p).await, Eviction::Evicted { .. }));
+}
+
+async fn eviction_skips_unsaved_and_claimed_projects(hot: &Fixture) {
+    let p = saved_project(hot, "p-unsaved").await;
+    ok(hot, &p, update("o1", json!({"x": 10})), now()).await;
+    assert_eq!(evict_now(hot, &p).await, Eviction::Busy, "dirty");
+    let c = claim(hot, "s", 10, now()).await.remove(0);
+    assert_eq!(evict_now(hot, &p).await, Eviction::Busy, "claimed");
+    hot.abandon_claim(&c).await.unwrap();
+    assert_eq!(evict_now(hot, &p).await, Eviction::Busy, "put back");
+    let c = claim(hot, "s", 10, now()).await.remove(0);
+    assert!(hot.complete_claim(&c).await.unwrap());
+    assert!(matches!(evict_now(hot, &p).await, Eviction::Evicted { .. }));
+}
+
+async fn eviction_skips_projects_with_a_client_on_some_gateway(hot: &Fixture) {
+    let p = saved_project(hot, "p-present").await;
+    hot.mark_present(GATEWAY, std::slice::from_ref(&p), now() + 30_000, 30_000)
+        .await
+        .unwrap();
+    hot.mark_present("gw-2", std::slice::from_ref(&p), now() + 30_000, 30_000)
+        .await
+        .unwrap();
+    assert_eq!(evict_now(hot, &p).await, Eviction::Busy);
+    hot.mark_absent(GATEWAY, &p).await.unwrap();
+    assert_eq!(
+        evict_now(hot, &p).await,
+        Eviction::Busy,
+        "the other gateway still has a client"
+    );
+    // A gateway that stopped renewing (it died) no longer counts once its time is up.
+    hot.mark_present("gw-2", std::slice::from_ref(&p), now() - 1, 30_000)
+        .await
+        .unwrap();
+    assert!(matches!(evict_now(hot, &p).await, Eviction::Evicted { .. }));
+}
+
+async fn eviction_persists_the_seq_first(hot: &Fixture) {
+    // Loaded and only read: nothing recorded that its seq is in the durable store.
+    let p = pid("p-unpersisted");
+    assert!(hot.load(&p, &[], 5, 0).await.unwrap());
+    assert_eq!(evict_now(hot, &p).await, Eviction::Unpersisted { seq: 5 });
+    assert!(hot.snapshot(&p).await.is_ok(), "still there");
+    assert_eq!(
+        hot.evict(&p, now() + HOUR, now(), 4).await.unwrap(),
+        Eviction::Unpersisted { seq: 5 }
+    );
+    assert_eq!(
+        hot.evict(&p, now() + HOUR, now(), 5).await.unwrap(),
+        Eviction::Evicted { seq: 5 }
+    );
+}
+
+async fn eviction_keeps_a_project_holding_a_refused_object(hot: &Fixture) {
+    let p = pid("p-refused");
+    open(hot, &p).await;
+    ok(hot, &p, create(rect("o1")), now()).await;
+    ok(hot, &p, create(rect("o2")), now()).await;
+    let c = claim(hot, "s", 10, now()).await.remove(0);
+    let changes = hot.read_claim(&c).await.unwrap();
+    let o1 = changes
+        .upserts
+        .iter()
+        .find(|o| o.id.as_str() == "o1")
+        .expect("o1 in the claim");
+    assert!(hot
+        .hold_back(&c, &[(o1.id.clone(), o1.updated_at)])
+        .await
+        .unwrap());
+    assert!(hot.complete_claim(&c).await.unwrap());
+    assert_eq!(
+        evict_now(hot, &p).await,
+        Eviction::Busy,
+        "o1 is only in the hot state"
+    );
+    // Saving another object does not release it; saving a newer o1 does.
+    ok(hot, &p, update("o2", json!({"x": 1})), now()).await;
+    save_all(hot, now()).await;
+    assert_eq!(evict_now(hot, &p).await, Eviction::Busy);
+    ok(hot, &p, update("o1", json!({"x": 1})), now() + 1).await;
+    save_all(hot, now()).await;
+    assert!(matches!(evict_now(hot, &p).await, Eviction::Evicted { .. }));
+
+    // A claim that was taken over records nothing.
+    let q = pid("p-refused-lost");
+    open(hot, &q).await;
+    ok(hot, &q, create(rect("o1")), 1_000).await;
+    let old = claim(hot, "s", 10, 2_000).await.remove(0);
+    let new = claim(hot, "s2", 10, 2_000 + LEASE as i64 + 1)
+        .await
+        .remove(0);
+    assert!(!hot.hold_back(&old, &[(oid("o1"), 1_000)]).await.unwrap());
+    assert!(hot.complete_claim(&new).await.unwrap());
+    assert!(matches!(evict_now(hot, &q).await, Eviction::Evicted { .. }));
+}
+
+async fn project_byte_budget(hot: &Fixture) {
+    let p = pid("p-budget");
+    open(hot, &p).await;
+    let limits = Limits {
+        max_project_bytes: 400,
+        ..LIMITS
+    };
+    let body = |id: &str| json!({"id": id, "type": "t", "pad": "x".repeat(100)});
+    let size = with_version(body("o1"), 1).to_string().len();
+    let fits = 400 / size;
+    for i in 0..fits {
+        hot.apply(
+            &p,
+            &create(body(&format!("o{i}"))),
+            ctx_with(1_000, &limits),
+        )
+        .await
+        .expect("within the budget");
+    }
+    let refused = hot
+        .apply(&p, &create(body("over")), ctx_with(1_000, &limits))
+        .await;
+    assert_eq!(rejection(refused), ErrorCode::TooLarge);
+    let grow = update("o0", json!({"more": "y".repeat(400)}));
+    assert_eq!(
+        rejection(hot.apply(&p, &grow, ctx_with(1_000, &limits)).await),
+        ErrorCode::TooLarge
+    );
+    assert_eq!(seq(hot, &p).await, fits as u64, "refusals change nothing");
+    assert_eq!(objects(hot, &p).await.len(), fits);
+    // Shrinking and deleting always work, and make room again.
+    hot.apply(
+        &p,
+        &update("o0", json!({"pad": null})),
+        ctx_with(1_000, &limits),
+    )
+    .await
+    .expect("a shrinking update");
+    hot.apply(&p, &delete("o1"), ctx_with(1_000, &limits))
+        .await
+        .expect("a delete");
+    hot.apply(&p, &create(body("again")), ctx_with(1_000, &limits))
+        .await
+        .expect("room after the delete");
+
+    // A project stored before the budget was this small still loads, and then only shrinks.
+    let q = pid("p-budget-old");
+    let big: Vec<StoredObject> = (0..10)
+        .map(|i| {
+            stored(
+                &format!("o{i}"),
+                &with_version(body(&format!("o{i}")), 1),
+                5,
+            )
+        })
+        .collect();
+    assert!(hot.load(&q, &big, 0, 5).await.unwrap());
+    assert_eq!(objects(hot, &q).await.len(), 10);
+    assert_eq!(
+        rejection(
+            hot.apply(&q, &create(body("new")), ctx_with(1_000, &limits))
+                .await
+        ),
+        ErrorCode::TooLarge
+    );
+    hot.apply(&q, &delete("o3"), ctx_with(1_000, &limits))
+        .await
+        .expect("a delete from an over-budget project");
+}
+
+async fn big_project_snapshot_is_whole_and_consistent(hot: &Fixture) {
+    // Big enough to be read in pages (by count and by bytes) from the Redis store.
+    let p = pid("p-big");
+    let body = |i: usize| json!({"id": format!("o{i}"), "type": "t", "pad": "z".repeat(1500)});
+    let stored_objects: Vec<StoredObject> = (0..1500)
+        .map(|i| stored(&format!("o{i}"), &with_version(body(i), 1), 5))
+        .collect();
+    assert!(hot.load(&p, &stored_objects, 3, 5).await.unwrap());
+    let snapshot = hot.snapshot(&p).await.unwrap();
+    assert_eq!(snapshot.seq, 3);
+    let got = by_id(&snapshot.objects);
+    assert_eq!(got.len(), 1500);
+    assert_eq!(got["o1499"], with_version(body(1499), 1));
+    ok(hot, &p, update("o7", json!({"x": 1})), now()).await;
+    let snapshot = hot.snapshot(&p).await.unwrap();
+    assert_eq!(snapshot.seq, 4);
+    assert_eq!(by_id(&snapshot.objects)["o7"]["x"], json!(1));
+}
+
+async fn residency_counts_and_ranks_projects(hot: &Fixture) {
+    let small = saved_project(hot, "p-small").await;
+    let big = pid("p-bigger");
+    open(hot, &big).await;
+    ok(
+        hot,
+        &big,
+        create(json!({"id": "o1", "type": "t", "pad": "x".repeat(5000)})),
+        now(),
+    )
+    .await;
+    save_all(hot, now()).await;
+    let residency = hot.residency(1).await.unwrap();
+    assert_eq!(residency.resident, 2);
+    assert_eq!(residency.biggest.len(), 1);
+    assert_eq!(residency.biggest[0].0, "p-bigger");
+    assert!(residency.biggest[0].1 > 5000);
+    assert!(matches!(
+        evict_now(hot, &big).await,
+        Eviction::Evicted { .. }
+    ));
+    let residency = hot.residency(10).await.unwrap();
+    assert_eq!(residency.resident, 1);
+    assert_eq!(
+        residency
+            .biggest
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .collect::<Vec<_>>(),
+        [small.as_str()]
+    );
 }
 
 async fn ping(hot: &Fixture) {

@@ -7,12 +7,12 @@ pub(crate) mod handshakes;
 pub(crate) mod outbox;
 mod reader;
 pub(crate) mod seq_order;
+pub(crate) mod socket;
 mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocket;
 use canvas_shared::protocol::ServerMessage;
 use canvas_shared::ProjectId;
 use futures_util::StreamExt;
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use self::outbox::{outbox, Outbound};
+use self::socket::WebSocket;
 use self::writer::Writer;
 use crate::abuse::ConnectionGuard;
 use crate::auth::Identity;
@@ -86,6 +87,8 @@ pub(crate) async fn run(
     };
     let (tx, rx) = outbox(state.tuning.outgoing_queue.max(16));
     let kill = CancellationToken::new();
+    // Keeps the project from being evicted while this client is in it.
+    let _occupant = state.occupancy.enter(&conn.project).await;
     state
         .hub
         .join(

@@ -1,7 +1,7 @@
 //! A connection's reader: turns the client's frames into edits, presence and replies, and queues the replies
 //! for the writer. Edits and resyncs pass a per-connection token bucket first.
 
-use axum::extract::ws::{Message, WebSocket};
+use super::socket::{Message, SocketError, WebSocket};
 use canvas_shared::hot::OUTCOME_UNKNOWN_MESSAGE;
 use canvas_shared::protocol::{parse_client_frame, ClientMessage, ServerMessage};
 use canvas_shared::{ErrorCode, Rejection};
@@ -53,7 +53,7 @@ impl Throttle {
 }
 
 /// What the socket yields: a message, an error, or None once it has ended.
-pub(super) type Received = Option<Result<Message, axum::Error>>;
+pub(super) type Received = Option<Result<Message, SocketError>>;
 
 pub(super) async fn read_loop(
     state: &AppState,
@@ -241,9 +241,6 @@ pub(super) fn error_frame(req_id: Option<&str>, code: ErrorCode, message: &str) 
 
 /// True if the read failed because the client's frame or message is larger than the gateway accepts: the
 /// socket's limits are tungstenite's, which reports them as a capacity error.
-fn exceeds_frame_limit(error: axum::Error) -> bool {
-    error
-        .into_inner()
-        .downcast::<tungstenite::Error>()
-        .is_ok_and(|e| matches!(*e, tungstenite::Error::Capacity(_)))
+fn exceeds_frame_limit(error: SocketError) -> bool {
+    matches!(error, SocketError::Capacity(_))
 }

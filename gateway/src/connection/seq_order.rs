@@ -34,7 +34,7 @@ impl Frame {
     }
 }
 
-impl From<Frame> for axum::extract::ws::Utf8Bytes {
+impl From<Frame> for tungstenite::Utf8Bytes {
     fn from(frame: Frame) -> Self {
         match frame {
             Frame::Shared(s) => Self::from(&*s),

@@ -2,7 +2,7 @@
 //! into snapshots, and writes it all to the socket, one flush per drained burst. It ends the connection with
 //! the close code its ending calls for.
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use super::socket::{self, CloseFrame, Message, SocketError, Utf8Bytes, WebSocket};
 use canvas_shared::hot::Snapshot;
 use canvas_shared::protocol::{snapshot_frame, ServerMessage};
 use futures_util::stream::SplitSink;
@@ -16,6 +16,13 @@ use super::seq_order::{Frame, Sequencer};
 use super::{close_code, sleep_until, Conn};
 use crate::replay;
 use crate::state::AppState;
+
+/// A snapshot with more object bytes than this is written in fragments (see [`socket::send_fragmented`]).
+const BIG_SNAPSHOT_BYTES: usize = 4 * socket::FRAGMENT_BYTES;
+
+fn snapshot_bytes(snapshot: &Snapshot) -> usize {
+    snapshot.objects.iter().map(String::len).sum()
+}
 
 /// How long a close frame may take to go out before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -129,9 +136,9 @@ impl<'a> Writer<'a> {
             Outbound::Resync { req_id, since } => return self.catch_up(req_id, since).await,
             Outbound::Repair => return self.repair().await,
             Outbound::UnknownOutcome { frame } => {
-                let mut frames = vec![Utf8Bytes::from(frame)];
-                frames.extend(self.resync(None).await?);
-                return Ok(frames);
+                // Before the snapshot, which a big one is written at once.
+                self.feed(vec![Utf8Bytes::from(frame)]).await?;
+                return self.resync(None).await;
             }
         };
         Ok(frames)
@@ -192,8 +199,8 @@ impl<'a> Writer<'a> {
     /// what it does not know it missed).
     async fn repair(&mut self) -> Step<Vec<Utf8Bytes>> {
         self.repair_at = None;
-        match Box::pin(self.state.loader.snapshot(&self.conn.project)).await {
-            Ok(snapshot) => Ok(self.snapshot_frames(&snapshot, None)),
+        match Box::pin(self.state.loader.shared_snapshot(&self.conn.project)).await {
+            Ok(snapshot) => self.snapshot_out(&snapshot, None).await,
             Err(r) => {
                 tracing::warn!(project = %self.conn.project, conn = %self.conn.id, error = %r.message, "repair snapshot failed; retrying");
                 self.repair_at = Some(Instant::now() + REPAIR_RETRY);
@@ -205,8 +212,8 @@ impl<'a> Writer<'a> {
     /// A fresh snapshot, with the acks it releases. Without a first snapshot the client cannot work, so that
     /// failing ends the connection with 1013; a later failure releases what was held and reports the error.
     async fn resync(&mut self, req_id: Option<String>) -> Step<Vec<Utf8Bytes>> {
-        match Box::pin(self.state.loader.snapshot(&self.conn.project)).await {
-            Ok(snapshot) => Ok(self.snapshot_frames(&snapshot, req_id.as_deref())),
+        match Box::pin(self.state.loader.shared_snapshot(&self.conn.project)).await {
+            Ok(snapshot) => self.snapshot_out(&snapshot, req_id.as_deref()).await,
             Err(r) if !self.snapshot_sent => {
                 let error = error_frame(None, r.code, &r.message);
                 let stops = self.stops();
@@ -226,25 +233,82 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// The snapshot's frames; a big one is written at once, in fragments, and only what it released is returned.
+    async fn snapshot_out(
+        &mut self,
+        snapshot: &Snapshot,
+        req_id: Option<&str>,
+    ) -> Step<Vec<Utf8Bytes>> {
+        if snapshot_bytes(snapshot) > BIG_SNAPSHOT_BYTES {
+            self.send_big_snapshot(snapshot, req_id).await
+        } else {
+            Ok(self.snapshot_frames(snapshot, req_id))
+        }
+    }
+
     fn snapshot_frames(&mut self, snapshot: &Snapshot, req_id: Option<&str>) -> Vec<Utf8Bytes> {
+        let text = self.snapshot_text(snapshot, req_id, &snapshot.objects);
+        let mut frames = vec![Utf8Bytes::from(text)];
+        frames.extend(texts(self.snapshot_done(snapshot)));
+        frames
+    }
+
+    /// The snapshot frame with these objects (all of the snapshot's, or none for the head of a big one).
+    fn snapshot_text(
+        &self,
+        snapshot: &Snapshot,
+        req_id: Option<&str>,
+        objects: &[String],
+    ) -> String {
         let conn = self.conn;
-        self.state.hub.observe_catch_up(&conn.project, snapshot.seq);
         let mut text = snapshot_frame(
             conn.project.as_str(),
             snapshot.seq,
             snapshot.saved_seq,
             Some(&conn.id),
-            &snapshot.objects,
+            objects,
         );
         if let Some(req_id) = req_id {
             // Insert the reqId after the opening brace: {"reqId":"..",...
             let id = canvas_shared::protocol::json_string(req_id);
             text.insert_str(1, &format!("\"reqId\":{id},"));
         }
+        text
+    }
+
+    /// A snapshot went out: what it covers is settled, and the frames it released follow.
+    fn snapshot_done(&mut self, snapshot: &Snapshot) -> Vec<Frame> {
+        self.state
+            .hub
+            .observe_catch_up(&self.conn.project, snapshot.seq);
         self.snapshot_sent = true;
-        let mut frames = vec![Utf8Bytes::from(text)];
-        frames.extend(texts(self.order.on_snapshot(snapshot.seq)));
-        frames
+        self.order.on_snapshot(snapshot.seq)
+    }
+
+    /// Writes a big snapshot straight from the shared read, one bounded fragment at a time, so that neither this
+    /// connection nor its socket's write buffer holds the whole frame.
+    async fn send_big_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        req_id: Option<&str>,
+    ) -> Step<Vec<Utf8Bytes>> {
+        let empty = self.snapshot_text(snapshot, req_id, &[]);
+        // `…"objects":[]}` without its `]}`: the objects and the closing brackets follow.
+        let head = &empty[..empty.len() - 2];
+        let mut parts: Vec<&str> = Vec::with_capacity(2 * snapshot.objects.len() + 2);
+        parts.push(head);
+        for (i, object) in snapshot.objects.iter().enumerate() {
+            if i > 0 {
+                parts.push(",");
+            }
+            parts.push(object);
+        }
+        parts.push("]}");
+        let stops = self.stops();
+        stops
+            .guard(socket::send_fragmented(&mut self.sink, &parts))
+            .await?;
+        Ok(texts(self.snapshot_done(snapshot)))
     }
 
     /// Acks whose echo never came, and frames held behind them, once their wait is over.
@@ -291,7 +355,7 @@ impl<'a> Writer<'a> {
 
     async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = Message::Close(Some(CloseFrame {
-            code,
+            code: code.into(),
             reason: Utf8Bytes::from_static(reason),
         }));
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.sink.send(frame)).await;
@@ -324,7 +388,7 @@ impl Stops<'_> {
     /// Runs a write unless one of the stops comes first.
     async fn guard(
         self,
-        write: impl std::future::Future<Output = Result<(), axum::Error>>,
+        write: impl std::future::Future<Output = Result<(), SocketError>>,
     ) -> Step {
         tokio::select! {
             written = write => written.map_err(|_| End::WriteStopped),

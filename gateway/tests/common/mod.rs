@@ -96,21 +96,34 @@ pub async fn spawn_gateway_with(redis_url: &str, options: Options) -> TestGatewa
     }
 }
 
-/// Runs a saver against `redis_url` and the gateways' table until the returned token is cancelled.
-pub async fn start_saver(redis_url: &str) -> CancellationToken {
-    let hot = Arc::new(RedisHotState::connect(redis_url).unwrap());
-    let store: Arc<dyn DurableStore> = Arc::new(durable().await);
-    let settings = canvas_saver::SaverSettings {
+/// Saver settings for tests: a short interval, no servers, the gateways' table.
+pub fn saver_settings(label: &str) -> canvas_saver::SaverSettings {
+    canvas_saver::SaverSettings {
         interval: std::time::Duration::from_millis(50),
         http_addr: None,
         grpc_addr: None,
         create_table: false,
         table: TABLE.into(),
-        owner: format!("test-saver-{}", uuid::Uuid::new_v4().simple()),
+        owner: format!("{label}-{}", uuid::Uuid::new_v4().simple()),
         ..canvas_saver::SaverSettings::default()
-    };
+    }
+}
+
+/// A saver against `redis_url` and the gateways' table, not started.
+pub async fn saver(redis_url: &str, settings: canvas_saver::SaverSettings) -> canvas_saver::Saver {
+    let hot = Arc::new(RedisHotState::connect(redis_url).expect("redis url"));
+    let store: Arc<dyn DurableStore> = Arc::new(durable().await);
+    canvas_saver::Saver::new(settings, hot, store)
+}
+
+/// Runs a saver with these settings until the returned token is cancelled.
+pub async fn start_saver_with(
+    redis_url: &str,
+    settings: canvas_saver::SaverSettings,
+) -> CancellationToken {
     let shutdown = CancellationToken::new();
-    let running = canvas_saver::Saver::new(settings, hot, store)
+    let running = saver(redis_url, settings)
+        .await
         .start(shutdown.clone())
         .await
         .expect("saver starts");
@@ -120,6 +133,11 @@ pub async fn start_saver(redis_url: &str) -> CancellationToken {
         let _ = running.wait().await;
     });
     shutdown
+}
+
+/// Runs a saver against `redis_url` and the gateways' table until the returned token is cancelled.
+pub async fn start_saver(redis_url: &str) -> CancellationToken {
+    start_saver_with(redis_url, saver_settings("test-saver")).await
 }
 
 /// A project id no other test uses.

@@ -90,6 +90,7 @@ pub fn settings() -> SaverSettings {
         owner: format!("test-saver-{}", uuid::Uuid::new_v4().simple()),
         table: table_name(),
         store_retry: Duration::from_millis(100),
+        idle_evict: None,
     }
 }
 

@@ -131,6 +131,19 @@ pub trait EditStore: Reachable {
     /// [`HotError::NotLoaded`].
     async fn raise_seq(&self, project: &ProjectId, floor: u64) -> Result<u64, HotError>;
 
+    /// Records that gateway `gateway` has clients in each of `projects` until `until_ms` (renewed while it does),
+    /// which keeps the projects from being evicted; the record outlives the gateway by at most `ttl_ms`.
+    async fn mark_present(
+        &self,
+        gateway: &str,
+        projects: &[ProjectId],
+        until_ms: i64,
+        ttl_ms: u64,
+    ) -> Result<(), HotError>;
+
+    /// Gateway `gateway` has no client left in the project.
+    async fn mark_absent(&self, gateway: &str, project: &ProjectId) -> Result<(), HotError>;
+
     /// Publishes an ephemeral frame (presence) to every gateway subscribed to the project.
     async fn publish_ephemeral(
         &self,

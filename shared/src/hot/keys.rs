@@ -1,5 +1,5 @@
 //! The Redis key layout. Every key of one project shares the hash tag `{projectId}` so that a project's
-//! script touches one Redis Cluster slot; the dirty index and lease index are global.
+//! script touches one Redis Cluster slot; the dirty, lease and resident indexes are global.
 
 use crate::ids::ProjectId;
 
@@ -7,6 +7,15 @@ use crate::ids::ProjectId;
 pub const DIRTY_INDEX: &str = "canvas:dirty";
 /// Sorted set: project id → epoch ms when its saver's lease expires (being saved).
 pub const LEASE_INDEX: &str = "canvas:leases";
+
+/// Sorted set: project id → epoch ms of its last read or edit, for every project held in the hot state (the idle
+/// ones are evicted oldest first).
+pub const RESIDENT_INDEX: &str = "canvas:resident";
+/// Sorted set: project id → its total object bytes as of its last save or load, for every resident project (for
+/// the biggest projects in metrics; kept off the edit path).
+pub const SIZE_INDEX: &str = "canvas:sizes";
+/// Counter: cold loads of any project by any gateway (for metrics).
+pub const COLD_LOADS: &str = "canvas:cold_loads";
 
 /// The keys of one project.
 #[derive(Debug, Clone)]
@@ -26,6 +35,11 @@ pub struct ProjectKeys {
     /// Stream: the project's last applied edits (entry id `<seq>-0`, fields `o` origin and `f` broadcast frame),
     /// trimmed to at least the journal length; resume and repair read it instead of a snapshot.
     pub journal: String,
+    /// Hash: gateway id → epoch ms until which that gateway has a client in the project (renewed while it does;
+    /// the key expires by itself when every gateway holding it is gone).
+    pub present: String,
+    /// Hash: object id → stamp of its version the durable store refused (held only here until it changes).
+    pub refused: String,
     /// Pub/sub channel for fan-out.
     pub channel: String,
 }
@@ -41,13 +55,15 @@ impl ProjectKeys {
             saving: format!("{base}saving"),
             lease: format!("{base}lease"),
             journal: format!("{base}journal"),
+            present: format!("{base}present"),
+            refused: format!("{base}refused"),
             channel: format!("{base}events"),
         }
     }
 
-    /// Every per-project key that holds state (idempotency keys expire by themselves): removing a project from
-    /// the hot state removes exactly these.
-    pub fn all(&self) -> [&str; 7] {
+    /// Every per-project key that holds state (idempotency keys expire by themselves, a big snapshot's copy
+    /// too): removing a project from the hot state removes exactly these. A new per-project key is added here.
+    pub fn all(&self) -> [&str; 9] {
         [
             &self.objects,
             &self.mtimes,
@@ -56,7 +72,15 @@ impl ProjectKeys {
             &self.saving,
             &self.lease,
             &self.journal,
+            &self.present,
+            &self.refused,
         ]
+    }
+
+    /// Hash: a consistent copy of the objects that a big snapshot is paged out of (expires by itself). `token`
+    /// is unique per snapshot.
+    pub fn snapshot_copy(project: &ProjectId, token: &str) -> String {
+        format!("canvas:{{{project}}}:snapshot:{token}")
     }
 
     /// String: the response to a write with idempotency key `key` by `user` (expires by itself). `%` and `:` in

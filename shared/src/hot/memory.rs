@@ -12,8 +12,8 @@ use super::keys::ProjectKeys;
 use super::save_queue::SAVED_ORIGIN;
 use super::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
-    EditStore, HotError, IdempotencyClaim, JournalEntry, JournalPage, LeaseClock, Reachable,
-    SaveQueue, Snapshot, DEFAULT_JOURNAL_LEN,
+    EditStore, Eviction, HotError, IdempotencyClaim, JournalEntry, JournalPage, LeaseClock,
+    Reachable, Residency, SaveQueue, Snapshot, DEFAULT_JOURNAL_LEN,
 };
 use crate::ids::{ObjectId, ProjectId};
 use crate::object::{merge_patch, Edit, VERSION_FIELD};
@@ -36,6 +36,21 @@ struct Project {
     lease: Option<(String, i64)>,
     /// The last applied edits, oldest first (the Redis stream's entries).
     journal: VecDeque<JournalEntry>,
+    /// Total object JSON bytes.
+    bytes: usize,
+    /// The highest seq a save persisted in the durable store.
+    persisted_seq: u64,
+    /// Objects the durable store refused: id → stamp of the refused version.
+    refused: HashMap<ObjectId, i64>,
+}
+
+impl Project {
+    /// The project's current lease is this claim's.
+    fn holds(&self, claim: &Claim) -> bool {
+        self.lease
+            .as_ref()
+            .is_some_and(|(token, _)| *token == claim.token)
+    }
 }
 
 #[derive(Default)]
@@ -45,6 +60,27 @@ struct State {
     dirty: HashMap<ProjectId, i64>,
     /// Being saved: project → lease expiry.
     leases: HashMap<ProjectId, i64>,
+    /// Loaded: project → epoch ms of its last read or edit.
+    resident: HashMap<ProjectId, i64>,
+    /// Loaded: project → its object bytes as of its last save or load.
+    sizes: HashMap<ProjectId, u64>,
+    /// Project → gateway id → epoch ms until which that gateway has a client in it.
+    present: HashMap<ProjectId, HashMap<String, i64>>,
+    cold_loads: u64,
+}
+
+impl State {
+    fn presence_of(&mut self, project: &ProjectId) -> &mut HashMap<String, i64> {
+        self.present.entry(project.clone()).or_default()
+    }
+
+    /// Forgets every trace of a project (its eviction).
+    fn remove(&mut self, project: &ProjectId) {
+        self.projects.remove(project);
+        self.resident.remove(project);
+        self.sizes.remove(project);
+        self.present.remove(project);
+    }
 }
 
 #[derive(Default)]
@@ -213,9 +249,22 @@ impl EditStore for MemoryHotState {
             .projects
             .get_mut(project_id)
             .ok_or(HotError::NotLoaded)?;
-        let version = Self::apply_locked(project, edit, &ctx).map_err(|refusal| {
-            HotError::Rejected(refusal.to_rejection(edit.object_id(), ctx.limits))
-        })?;
+        let id = edit.object_id();
+        let before = project.objects.get(id).map_or(0, |o| to_json(o).len());
+        let previous = project.objects.get(id).cloned();
+        let refuse =
+            |refusal: EditRefusal| HotError::Rejected(refusal.to_rejection(id, ctx.limits));
+        let version = Self::apply_locked(project, edit, &ctx).map_err(refuse)?;
+        let after = project.objects.get(id).map_or(0, |o| to_json(o).len());
+        if after > before && project.bytes + (after - before) > ctx.limits.max_project_bytes {
+            // Undo: the edit is refused as a whole, as the script refuses it before changing anything.
+            match previous {
+                Some(object) => project.objects.insert(id.clone(), object),
+                None => project.objects.remove(id),
+            };
+            return Err(refuse(EditRefusal::ProjectTooLarge));
+        }
+        project.bytes = (project.bytes + after).saturating_sub(before);
         project.seq += 1;
         let seq = project.seq;
         let id = edit.object_id().clone();
@@ -251,6 +300,7 @@ impl EditStore for MemoryHotState {
             }
         }
         state.dirty.entry(project_id.clone()).or_insert(ctx.now_ms);
+        state.resident.insert(project_id.clone(), ctx.now_ms);
         // Published under the state lock so that every bus sees edits in seq order, as Redis guarantees.
         self.publish(BusMessage {
             project: project_id.clone(),
@@ -268,9 +318,15 @@ impl EditStore for MemoryHotState {
         })
     }
 
-    async fn snapshot(&self, project: &ProjectId) -> Result<Snapshot, HotError> {
-        let state = lock(&self.inner.state);
-        let project = state.projects.get(project).ok_or(HotError::NotLoaded)?;
+    async fn snapshot(&self, project_id: &ProjectId) -> Result<Snapshot, HotError> {
+        let mut state = lock(&self.inner.state);
+        if !state.projects.contains_key(project_id) {
+            return Err(HotError::NotLoaded);
+        }
+        state
+            .resident
+            .insert(project_id.clone(), crate::time::now_ms());
+        let project = state.projects.get(project_id).ok_or(HotError::NotLoaded)?;
         Ok(Snapshot {
             seq: project.seq,
             saved_seq: project.saved_seq,
@@ -332,8 +388,36 @@ impl EditStore for MemoryHotState {
                 loaded.stamp = loaded.stamp.max(object.updated_at);
             }
         }
+        loaded.bytes = loaded.objects.values().map(|o| to_json(o).len()).sum();
+        state.sizes.insert(project.clone(), loaded.bytes as u64);
         state.projects.insert(project.clone(), loaded);
+        state.cold_loads += 1;
+        state
+            .resident
+            .insert(project.clone(), crate::time::now_ms());
         Ok(true)
+    }
+
+    async fn mark_present(
+        &self,
+        gateway: &str,
+        projects: &[ProjectId],
+        until_ms: i64,
+        _ttl_ms: u64,
+    ) -> Result<(), HotError> {
+        let mut state = lock(&self.inner.state);
+        for project in projects {
+            // Like the Redis hash, the record exists whether or not the project is loaded.
+            let entry = state.presence_of(project);
+            entry.insert(gateway.to_string(), until_ms);
+        }
+        Ok(())
+    }
+
+    async fn mark_absent(&self, gateway: &str, project: &ProjectId) -> Result<(), HotError> {
+        let mut state = lock(&self.inner.state);
+        state.presence_of(project).remove(gateway);
+        Ok(())
     }
 
     async fn publish_ephemeral(
@@ -520,15 +604,18 @@ impl SaveQueue for MemoryHotState {
         let Some(project) = state.projects.get_mut(&claim.project) else {
             return Ok(false);
         };
-        if project
-            .lease
-            .as_ref()
-            .is_none_or(|(token, _)| *token != claim.token)
-        {
+        if !project.holds(claim) {
             return Ok(false);
         }
         let saved = std::mem::take(&mut project.saving);
         for id in saved {
+            if project
+                .refused
+                .get(&id)
+                .is_some_and(|held| project.mtimes.get(&id) != Some(held))
+            {
+                project.refused.remove(&id);
+            }
             if !project.objects.contains_key(&id) && !project.changed.contains(&id) {
                 project.mtimes.remove(&id);
             }
@@ -536,6 +623,9 @@ impl SaveQueue for MemoryHotState {
         project.lease = None;
         let raised = claim.seq > project.saved_seq;
         project.saved_seq = project.saved_seq.max(claim.seq);
+        project.persisted_seq = project.persisted_seq.max(claim.seq);
+        let bytes = project.bytes as u64;
+        state.sizes.insert(claim.project.clone(), bytes);
         state.leases.remove(&claim.project);
         if raised {
             // Published under the state lock, after every edit it covers, as Redis's script does.
@@ -598,6 +688,99 @@ impl SaveQueue for MemoryHotState {
                 .take(100)
                 .map(|(_, p)| p.to_string())
                 .collect(),
+        })
+    }
+
+    async fn hold_back(
+        &self,
+        claim: &Claim,
+        refused: &[(ObjectId, i64)],
+    ) -> Result<bool, HotError> {
+        let mut state = lock(&self.inner.state);
+        let Some(project) = state.projects.get_mut(&claim.project) else {
+            return Ok(false);
+        };
+        if !project.holds(claim) {
+            return Ok(false);
+        }
+        project.refused.extend(refused.iter().cloned());
+        Ok(true)
+    }
+
+    async fn idle_projects(
+        &self,
+        idle_before_ms: i64,
+        max: usize,
+    ) -> Result<Vec<ProjectId>, HotError> {
+        let state = lock(&self.inner.state);
+        let mut idle: Vec<(i64, &ProjectId)> = state
+            .resident
+            .iter()
+            .filter(|(_, last)| **last <= idle_before_ms)
+            .map(|(p, last)| (*last, p))
+            .collect();
+        idle.sort();
+        Ok(idle.into_iter().take(max).map(|(_, p)| p.clone()).collect())
+    }
+
+    async fn evict(
+        &self,
+        project_id: &ProjectId,
+        idle_before_ms: i64,
+        now_ms: i64,
+        persisted_seq: u64,
+    ) -> Result<Eviction, HotError> {
+        let mut state = lock(&self.inner.state);
+        let Some(project) = state.projects.get(project_id) else {
+            state.resident.remove(project_id);
+            state.sizes.remove(project_id);
+            return Ok(Eviction::Gone);
+        };
+        if state
+            .resident
+            .get(project_id)
+            .is_none_or(|last| *last > idle_before_ms)
+        {
+            return Ok(Eviction::Busy);
+        }
+        let in_use = state
+            .present
+            .get(project_id)
+            .is_some_and(|gateways| gateways.values().any(|until| *until > now_ms));
+        if in_use || !project.refused.is_empty() {
+            // Its idle time starts again when the client leaves or the refused object is saved.
+            state.resident.insert(project_id.clone(), now_ms);
+            return Ok(Eviction::Busy);
+        }
+        if state.dirty.contains_key(project_id)
+            || state.leases.contains_key(project_id)
+            || !project.changed.is_empty()
+            || !project.saving.is_empty()
+            || project.lease.is_some()
+        {
+            return Ok(Eviction::Busy);
+        }
+        if project.seq > project.persisted_seq.max(persisted_seq) {
+            return Ok(Eviction::Unpersisted { seq: project.seq });
+        }
+        let seq = project.seq;
+        state.remove(project_id);
+        Ok(Eviction::Evicted { seq })
+    }
+
+    async fn residency(&self, biggest: usize) -> Result<Residency, HotError> {
+        let state = lock(&self.inner.state);
+        let mut sizes: Vec<(u64, &ProjectId)> = state.sizes.iter().map(|(p, b)| (*b, p)).collect();
+        sizes.sort_by(|a, b| b.cmp(a));
+        Ok(Residency {
+            resident: state.projects.len() as u64,
+            cold_loads: state.cold_loads,
+            biggest: sizes
+                .into_iter()
+                .take(biggest)
+                .map(|(bytes, p)| (p.to_string(), bytes))
+                .collect(),
+            used_memory: None,
         })
     }
 }

@@ -26,7 +26,7 @@ use crate::error::{ErrorCode, Rejection};
 pub use edit_store::{
     Applied, Bus, BusEvent, BusMessage, EditContext, EditStore, IdempotencyClaim, Snapshot,
 };
-pub use save_queue::{ChangeSet, Claim, DirtySummary, SaveQueue};
+pub use save_queue::{ChangeSet, Claim, DirtySummary, Eviction, Residency, SaveQueue};
 
 /// What a client is told when an edit's outcome is unknown.
 pub const OUTCOME_UNKNOWN_MESSAGE: &str =

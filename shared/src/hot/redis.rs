@@ -12,12 +12,12 @@ use redis::{Client, Script};
 use tokio::sync::{mpsc, Mutex};
 use tracing::Instrument;
 
-use super::keys::{ProjectKeys, DIRTY_INDEX, LEASE_INDEX};
+use super::keys::{ProjectKeys, COLD_LOADS, DIRTY_INDEX, LEASE_INDEX, RESIDENT_INDEX, SIZE_INDEX};
 use super::save_queue::SAVED_ORIGIN;
 use super::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
-    EditStore, HotError, IdempotencyClaim, JournalEntry, JournalPage, LeaseClock, Reachable,
-    SaveQueue, Snapshot, DEFAULT_JOURNAL_LEN,
+    EditStore, Eviction, HotError, IdempotencyClaim, JournalEntry, JournalPage, LeaseClock,
+    Reachable, Residency, SaveQueue, Snapshot, DEFAULT_JOURNAL_LEN,
 };
 use crate::cause::Cause;
 use crate::error::{ErrorCode, Rejection};
@@ -41,6 +41,11 @@ static JOURNAL: LazyLock<Script> =
 static RAISE_SEQ: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/raise_seq.lua")));
 static LOAD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/load.lua")));
+static LOAD_CHUNK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/load_chunk.lua")));
+static EVICT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/evict.lua")));
+static HOLD_BACK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/hold_back.lua")));
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/claim.lua")));
 static READ_CLAIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/read_claim.lua")));
@@ -54,6 +59,15 @@ static DIRTY_SUMMARY: LazyLock<Script> =
 
 /// How long one Redis command may take before the caller gets `unavailable`.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A project with at most this many objects and bytes is read in one script reply; a bigger one is copied and
+/// paged, so that no reply is big enough to trip [`RESPONSE_TIMEOUT`] or to hold a whole big project twice.
+const SNAPSHOT_WHOLE_OBJECTS: usize = 1000;
+const SNAPSHOT_WHOLE_BYTES: usize = 1024 * 1024;
+/// Objects asked for per page of a big snapshot (HSCAN's COUNT; an object is at most 64 KiB by default).
+const SNAPSHOT_PAGE: usize = 100;
+/// A cold load sends its objects in chunks of about this many bytes (each chunk one script call).
+const LOAD_CHUNK_BYTES: usize = 1024 * 1024;
 
 fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> HotError {
     HotError::Unavailable(Cause::new(err))
@@ -172,6 +186,7 @@ impl EditStore for RedisHotState {
             .key(&keys.changed)
             .key(DIRTY_INDEX)
             .key(&keys.journal)
+            .key(RESIDENT_INDEX)
             .arg(op)
             .arg(id.as_str())
             .arg(json_string(id.as_str()))
@@ -186,6 +201,7 @@ impl EditStore for RedisHotState {
             .arg(trace)
             .arg(edit.if_version().map(|v| v.to_string()).unwrap_or_default())
             .arg(self.journal_len)
+            .arg(ctx.limits.max_project_bytes)
             .invoke_async(&mut self.conn.clone())
             .instrument(span)
             .await
@@ -212,10 +228,18 @@ impl EditStore for RedisHotState {
 
     async fn snapshot(&self, project: &ProjectId) -> Result<Snapshot, HotError> {
         let keys = ProjectKeys::new(project);
+        let copy = ProjectKeys::snapshot_copy(project, &uuid::Uuid::new_v4().simple().to_string());
+        let mut conn = self.conn.clone();
         let reply: Option<Vec<String>> = SNAPSHOT
             .key(&keys.objects)
             .key(&keys.meta)
-            .invoke_async(&mut self.conn.clone())
+            .key(RESIDENT_INDEX)
+            .key(&copy)
+            .arg(crate::time::now_ms())
+            .arg(project.as_str())
+            .arg(SNAPSHOT_WHOLE_OBJECTS)
+            .arg(SNAPSHOT_WHOLE_BYTES)
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         let mut reply = reply.ok_or(HotError::NotLoaded)?.into_iter();
@@ -227,10 +251,26 @@ impl EditStore for RedisHotState {
         };
         let seq = number("seq")?;
         let saved_seq = number("savedSeq")?;
+        let objects = match reply.next().as_deref() {
+            Some("whole") => reply.collect(),
+            Some("copied") => {
+                let paged = page_copy(&mut conn, &copy).await;
+                let _ = redis::cmd("DEL")
+                    .arg(&copy)
+                    .query_async::<()>(&mut conn)
+                    .await;
+                paged?
+            }
+            other => {
+                return Err(unavailable_because(format!(
+                    "unexpected snapshot reply {other:?}"
+                )))
+            }
+        };
         Ok(Snapshot {
             seq,
             saved_seq,
-            objects: reply.collect(),
+            objects,
         })
     }
 
@@ -301,13 +341,9 @@ impl EditStore for RedisHotState {
             .iter()
             .map(|o| o.updated_at)
             .fold(stamp_floor, i64::max);
-        let mut invocation = LOAD.key(&keys.objects);
-        invocation
-            .key(&keys.mtimes)
-            .key(&keys.meta)
-            .arg(seq_floor)
-            .arg(crate::time::now_ms())
-            .arg(newest);
+        let mut conn = self.conn.clone();
+        let mut chunk: Vec<(&ObjectId, String, i64)> = Vec::new();
+        let (mut chunk_bytes, mut total_bytes) = (0usize, 0usize);
         for object in objects {
             // The edit script's merge reads compact JSON only: re-encode whatever layout the store gave us.
             let Ok(body) =
@@ -317,16 +353,80 @@ impl EditStore for RedisHotState {
                 continue;
             };
             let compact = serde_json::to_string(&body).map_err(unavailable)?;
-            invocation
-                .arg(object.id.as_str())
-                .arg(compact)
-                .arg(object.updated_at);
+            chunk_bytes += compact.len();
+            total_bytes += compact.len();
+            chunk.push((&object.id, compact, object.updated_at));
+            if chunk_bytes >= LOAD_CHUNK_BYTES {
+                // Staged out of sight until the last step installs meta; stops once someone else installed it.
+                let mut invocation = LOAD_CHUNK.key(&keys.objects);
+                invocation.key(&keys.mtimes).key(&keys.meta);
+                for (id, json, stamp) in chunk.drain(..) {
+                    invocation.arg(id.as_str()).arg(json).arg(stamp);
+                }
+                chunk_bytes = 0;
+                let staged: i64 = invocation
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                if staged == 0 {
+                    return Ok(false);
+                }
+            }
+        }
+        let mut invocation = LOAD.key(&keys.objects);
+        invocation
+            .key(&keys.mtimes)
+            .key(&keys.meta)
+            .key(RESIDENT_INDEX)
+            .key(SIZE_INDEX)
+            .key(COLD_LOADS)
+            .arg(seq_floor)
+            .arg(crate::time::now_ms())
+            .arg(newest)
+            .arg(project.as_str())
+            .arg(total_bytes);
+        for (id, json, stamp) in chunk {
+            invocation.arg(id.as_str()).arg(json).arg(stamp);
         }
         let loaded: i64 = invocation
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         Ok(loaded == 1)
+    }
+
+    async fn mark_present(
+        &self,
+        gateway: &str,
+        projects: &[ProjectId],
+        until_ms: i64,
+        ttl_ms: u64,
+    ) -> Result<(), HotError> {
+        if projects.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for project in projects {
+            let present = ProjectKeys::new(project).present;
+            pipe.cmd("HSET")
+                .arg(&present)
+                .arg(gateway)
+                .arg(until_ms)
+                .ignore();
+            pipe.cmd("PEXPIRE").arg(&present).arg(ttl_ms).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn mark_absent(&self, gateway: &str, project: &ProjectId) -> Result<(), HotError> {
+        redis::cmd("HDEL")
+            .arg(ProjectKeys::new(project).present)
+            .arg(gateway)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
     }
 
     async fn publish_ephemeral(
@@ -510,6 +610,8 @@ impl SaveQueue for RedisHotState {
             .key(&keys.objects)
             .key(&keys.mtimes)
             .key(&keys.changed)
+            .key(&keys.refused)
+            .key(SIZE_INDEX)
             .arg(&claim.token)
             .arg(claim.project.as_str())
             .arg(claim.seq)
@@ -551,6 +653,160 @@ impl SaveQueue for RedisHotState {
             project_ids,
         })
     }
+
+    async fn hold_back(
+        &self,
+        claim: &Claim,
+        refused: &[(ObjectId, i64)],
+    ) -> Result<bool, HotError> {
+        let keys = ProjectKeys::new(&claim.project);
+        let mut invocation = HOLD_BACK.key(&keys.lease);
+        invocation.key(&keys.refused).arg(&claim.token);
+        for (id, stamp) in refused {
+            invocation.arg(id.as_str()).arg(stamp);
+        }
+        let held: i64 = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(held == 1)
+    }
+
+    async fn idle_projects(
+        &self,
+        idle_before_ms: i64,
+        max: usize,
+    ) -> Result<Vec<ProjectId>, HotError> {
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(RESIDENT_INDEX)
+            .arg("-inf")
+            .arg(idle_before_ms)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(max)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| ProjectId::parse(id).ok())
+            .collect())
+    }
+
+    async fn evict(
+        &self,
+        project: &ProjectId,
+        idle_before_ms: i64,
+        now_ms: i64,
+        persisted_seq: u64,
+    ) -> Result<Eviction, HotError> {
+        let keys = ProjectKeys::new(project);
+        let mut invocation = EVICT.key(RESIDENT_INDEX);
+        invocation
+            .key(DIRTY_INDEX)
+            .key(LEASE_INDEX)
+            .key(SIZE_INDEX)
+            .key(&keys.meta)
+            .key(&keys.changed)
+            .key(&keys.saving)
+            .key(&keys.lease)
+            .key(&keys.present)
+            .key(&keys.refused);
+        for key in keys.all() {
+            invocation.key(key);
+        }
+        let (status, seq): (String, u64) = invocation
+            .arg(project.as_str())
+            .arg(idle_before_ms)
+            .arg(now_ms)
+            .arg(persisted_seq)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(match status.as_str() {
+            "evicted" => Eviction::Evicted { seq },
+            "unpersisted" => Eviction::Unpersisted { seq },
+            "gone" => Eviction::Gone,
+            _ => Eviction::Busy,
+        })
+    }
+
+    async fn residency(&self, biggest: usize) -> Result<Residency, HotError> {
+        let mut conn = self.conn.clone();
+        let (resident, cold_loads, sizes, info): (u64, Option<u64>, Vec<(String, f64)>, String) =
+            redis::pipe()
+                .cmd("ZCARD")
+                .arg(RESIDENT_INDEX)
+                .cmd("GET")
+                .arg(COLD_LOADS)
+                .cmd("ZRANGE")
+                .arg(SIZE_INDEX)
+                .arg(0)
+                .arg(biggest.saturating_sub(1))
+                .arg("REV")
+                .arg("WITHSCORES")
+                .cmd("INFO")
+                .arg("memory")
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        let used_memory = info.lines().find_map(|line| {
+            line.strip_prefix("used_memory:")
+                .and_then(|v| v.trim().parse().ok())
+        });
+        Ok(Residency {
+            resident,
+            cold_loads: cold_loads.unwrap_or(0),
+            biggest: if biggest == 0 {
+                Vec::new()
+            } else {
+                sizes
+                    .into_iter()
+                    .map(|(id, bytes)| (id, bytes as u64))
+                    .collect()
+            },
+            used_memory,
+        })
+    }
+}
+
+/// Pages through a snapshot's copy of a project's objects (HSCAN may repeat a field; each is kept once), and
+/// checks that the copy was still whole when read.
+async fn page_copy(conn: &mut ConnectionManager, copy: &str) -> Result<Vec<String>, HotError> {
+    let mut seen = HashSet::new();
+    let mut objects = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+            .arg(copy)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(SNAPSHOT_PAGE)
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
+        for (id, json) in page {
+            if seen.insert(id) {
+                objects.push(json);
+            }
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let left: usize = redis::cmd("HLEN")
+        .arg(copy)
+        .query_async(conn)
+        .await
+        .map_err(unavailable)?;
+    if left != objects.len() {
+        return Err(unavailable_because(
+            "a snapshot's copy expired while it was read",
+        ));
+    }
+    Ok(objects)
 }
 
 /// One pub/sub connection per process, with the set of channels it should be subscribed to.

@@ -16,6 +16,8 @@ pub enum EditRefusal {
     ObjectTooLarge,
     /// The project already holds the most objects allowed.
     TooManyObjects,
+    /// The edit would grow the project's object JSON past its budget.
+    ProjectTooLarge,
     /// An update tried to change the object's `type`.
     TypeChange,
     /// A conditional update or delete named a version other than the object's current one.
@@ -30,6 +32,7 @@ impl EditRefusal {
             "not_found" => Self::NotFound,
             "too_large" => Self::ObjectTooLarge,
             "too_many" => Self::TooManyObjects,
+            "project_too_large" => Self::ProjectTooLarge,
             "bad_type" => Self::TypeChange,
             "version_mismatch" => Self::VersionMismatch {
                 current: current_version,
@@ -57,6 +60,13 @@ impl EditRefusal {
                 format!(
                     "the project already holds {} objects, the most allowed",
                     limits.max_objects_per_project
+                ),
+            ),
+            Self::ProjectTooLarge => Rejection::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the project would exceed {} bytes of objects as JSON, the most allowed",
+                    limits.max_project_bytes
                 ),
             ),
             Self::TypeChange => Rejection::new(ErrorCode::BadRequest, "`type` cannot change"),

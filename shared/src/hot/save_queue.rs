@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::{HotError, Reachable};
-use crate::ids::ProjectId;
+use crate::ids::{ObjectId, ProjectId};
 use crate::stored::{StoredObject, Tombstone};
 
 /// The origin of `saved` frames on the bus: no connection has this id, so every client of the project gets them.
@@ -50,6 +50,33 @@ pub struct DirtySummary {
     pub project_ids: Vec<String>,
 }
 
+/// What became of one attempt to evict a project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// Every key of the project is gone; the next access loads it again with a seq above this one.
+    Evicted { seq: u64 },
+    /// Not evictable now: read or edited since, unsaved, claimed, holding a refused object, or a client is in it.
+    Busy,
+    /// The project is not loaded (nothing to do).
+    Gone,
+    /// Everything else allows it, but the project's `seq` is above every seq known persisted: persist it in the
+    /// durable store, then ask again with it (eviction must never cost a seq).
+    Unpersisted { seq: u64 },
+}
+
+/// The projects the hot state holds, at a glance (for metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Residency {
+    /// Projects loaded in the hot state.
+    pub resident: u64,
+    /// Cold loads of any project by any gateway since the hot state started.
+    pub cold_loads: u64,
+    /// The biggest projects by total object bytes (as of their last save or load), biggest first.
+    pub biggest: Vec<(String, u64)>,
+    /// Bytes the hot state uses (Redis `used_memory`), when it can tell.
+    pub used_memory: Option<u64>,
+}
+
 /// What a saver needs from the hot state.
 #[async_trait]
 pub trait SaveQueue: Reachable {
@@ -82,4 +109,31 @@ pub trait SaveQueue: Reachable {
 
     /// Dirty projects (waiting or being saved) for metrics.
     async fn dirty_summary(&self) -> Result<DirtySummary, HotError>;
+
+    /// Records objects the durable store refused in this claim, each with the stamp of its refused version: they
+    /// are held only in the hot state until they change, so the project is not evicted meanwhile. False when the
+    /// claim was taken over.
+    async fn hold_back(&self, claim: &Claim, refused: &[(ObjectId, i64)])
+        -> Result<bool, HotError>;
+
+    /// Up to `max` projects last read or edited at or before `idle_before_ms`, least recently used first.
+    async fn idle_projects(
+        &self,
+        idle_before_ms: i64,
+        max: usize,
+    ) -> Result<Vec<ProjectId>, HotError>;
+
+    /// Evicts the project if, atomically with every edit, read, claim and load, it is still idle since
+    /// `idle_before_ms`, fully saved, unclaimed, holds no refused object, has no client on any gateway at
+    /// `now_ms`, and its `seq` is at most `persisted_seq` or the seq its last save persisted.
+    async fn evict(
+        &self,
+        project: &ProjectId,
+        idle_before_ms: i64,
+        now_ms: i64,
+        persisted_seq: u64,
+    ) -> Result<Eviction, HotError>;
+
+    /// Resident projects, the `biggest` largest ones, and memory used.
+    async fn residency(&self, biggest: usize) -> Result<Residency, HotError>;
 }

@@ -1,11 +1,12 @@
 -- Applies one edit to a project atomically, in one round trip.
--- KEYS: 1 objects, 2 mtimes, 3 meta, 4 changed, 5 dirty index, 6 journal
+-- KEYS: 1 objects, 2 mtimes, 3 meta, 4 changed, 5 dirty index, 6 journal, 7 resident index
 -- ARGV: 1 op (c|u|d), 2 object id, 3 object id as JSON, 4 body (create: object JSON without version;
 --       update: patch JSON), 5 now ms, 6 `by` as JSON, 7 origin connection id, 8 max object bytes,
 --       9 max objects, 10 channel, 11 project id, 12 traceparent (may be empty),
---       13 the version an update or delete requires (empty: unconditional), 14 journal length (0: no journal)
+--       13 the version an update or delete requires (empty: unconditional), 14 journal length (0: no journal),
+--       15 max project bytes
 -- Returns {status, version, seq, object JSON after a create or update}; status is ok | not_loaded | exists | not_found | too_large | too_many | bad_type |
--- version_mismatch (then version is the object's current one)
+-- project_too_large | version_mismatch (then version is the object's current one)
 if redis.call('EXISTS', KEYS[3]) == 0 then return { 'not_loaded', 0, 0 } end
 local op, id = ARGV[1], ARGV[2]
 local current = redis.call('HGET', KEYS[1], id)
@@ -41,6 +42,12 @@ else
 end
 
 if body and #body > tonumber(ARGV[8]) then return { 'too_large', 0, 0 } end
+-- meta's `bytes` is the project's total object JSON; only an edit that grows it is held to the budget.
+local grows = (body and #body or 0) - (current and #current or 0)
+if grows > 0 and (tonumber(redis.call('HGET', KEYS[3], 'bytes')) or 0) + grows > tonumber(ARGV[15]) then
+  return { 'project_too_large', 0, 0 }
+end
+if grows ~= 0 then redis.call('HINCRBY', KEYS[3], 'bytes', grows) end
 
 local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
 -- The edit's stamp orders the durable writes of this id: strictly above every earlier stamp of the project, so
@@ -56,6 +63,7 @@ else
 end
 redis.call('SADD', KEYS[4], id)
 redis.call('ZADD', KEYS[5], 'NX', ARGV[5], ARGV[11])
+redis.call('ZADD', KEYS[7], ARGV[5], ARGV[11])
 
 -- The broadcast frame, in the layout of `Broadcast` in protocol.rs byte for byte (a conformance test checks).
 local tail = ',"seq":' .. seq .. ',"by":' .. ARGV[6] .. '}'
