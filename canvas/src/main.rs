@@ -3,6 +3,9 @@
 //!
 //! The saver's figures are served beside the gateway's routes under `/saver/` (`/saver/metrics`).
 
+// Items are `pub` only where other crates use them; inside, `pub(crate)` and narrower.
+#![warn(unreachable_pub)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -21,7 +21,7 @@ use crate::error::ApiError;
 /// it allows fractional rates and a burst of any size with the same few lines; governor's strengths (keyed,
 /// concurrent limiters with lock-free state) are not needed here.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     per_second: f64,
     burst: f64,
     tokens: f64,
@@ -30,7 +30,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket. `burst` is raised to 1 so that a positive rate always lets something through.
-    pub fn new(per_second: f64, burst: u32) -> Self {
+    pub(crate) fn new(per_second: f64, burst: u32) -> Self {
         let per_second = if per_second.is_finite() && per_second > 0.0 {
             per_second
         } else {
@@ -45,12 +45,12 @@ impl TokenBucket {
         }
     }
 
-    pub fn unlimited(&self) -> bool {
+    pub(crate) fn unlimited(&self) -> bool {
         self.per_second == 0.0
     }
 
     /// Takes one token if there is one.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         if self.unlimited() {
             return true;
         }
@@ -97,7 +97,7 @@ impl Counts {
 
 /// Open WebSocket connections of this gateway, per user and per client IP.
 #[derive(Debug)]
-pub struct ConnectionLimiter {
+pub(crate) struct ConnectionLimiter {
     per_user: usize,
     per_ip: usize,
     counts: Mutex<Counts>,
@@ -105,7 +105,7 @@ pub struct ConnectionLimiter {
 
 impl ConnectionLimiter {
     /// Limits of 0 mean unlimited.
-    pub fn new(per_user: usize, per_ip: usize) -> Arc<Self> {
+    pub(crate) fn new(per_user: usize, per_ip: usize) -> Arc<Self> {
         Arc::new(Self {
             per_user,
             per_ip,
@@ -122,7 +122,7 @@ impl ConnectionLimiter {
 
     /// Counts one more connection of `user` (None: not counted per user, e.g. auth disabled) from `ip` (None:
     /// unknown, not counted per IP), or refuses it when either is at its limit.
-    pub fn acquire(
+    pub(crate) fn acquire(
         self: &Arc<Self>,
         user: Option<&str>,
         ip: Option<IpAddr>,
@@ -163,20 +163,20 @@ impl ConnectionLimiter {
 
     /// Open connections counted for `user`.
     #[cfg(test)]
-    pub fn user_connections(&self, user: &str) -> usize {
+    pub(crate) fn user_connections(&self, user: &str) -> usize {
         self.counts().users.get(user).copied().unwrap_or(0)
     }
 
     /// Open connections counted for `ip`.
     #[cfg(test)]
-    pub fn ip_connections(&self, ip: IpAddr) -> usize {
+    pub(crate) fn ip_connections(&self, ip: IpAddr) -> usize {
         self.counts().ips.get(&ip).copied().unwrap_or(0)
     }
 }
 
 /// One counted connection; dropping it (however the connection ends) releases the count.
 #[derive(Debug)]
-pub struct ConnectionGuard {
+pub(crate) struct ConnectionGuard {
     limiter: Arc<ConnectionLimiter>,
     user: Option<String>,
     ip: Option<IpAddr>,
@@ -190,7 +190,7 @@ impl Drop for ConnectionGuard {
 
 /// Browser origins allowed to connect. Empty: every origin.
 #[derive(Debug, Clone, Default)]
-pub struct OriginPolicy {
+pub(crate) struct OriginPolicy {
     allowed: Vec<String>,
 }
 
@@ -199,7 +199,7 @@ fn normalize_origin(origin: &str) -> String {
 }
 
 impl OriginPolicy {
-    pub fn new(allowed: &[String]) -> Self {
+    pub(crate) fn new(allowed: &[String]) -> Self {
         let allowed: Vec<String> = allowed
             .iter()
             .map(|o| normalize_origin(o))
@@ -213,7 +213,7 @@ impl OriginPolicy {
     }
 
     /// Requests without an `Origin` header (non-browser clients) pass; a browser's must be on the list.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         if self.allowed.is_empty() {
             return Ok(());
         }
@@ -233,14 +233,14 @@ impl OriginPolicy {
 
 /// What the HTTP layer checks before an upgrade, built once per gateway from its [`AbuseArgs`].
 #[derive(Debug, Clone)]
-pub struct Admission {
+pub(crate) struct Admission {
     pub origins: OriginPolicy,
     pub connections: Arc<ConnectionLimiter>,
     pub trust_forwarded_for: bool,
 }
 
 impl Admission {
-    pub fn new(args: &AbuseArgs) -> Self {
+    pub(crate) fn new(args: &AbuseArgs) -> Self {
         Self {
             origins: OriginPolicy::new(&args.allowed_origins),
             connections: ConnectionLimiter::new(
@@ -253,7 +253,7 @@ impl Admission {
 
     /// The client's IP: the TCP peer, or, behind a trusted proxy, the last `X-Forwarded-For` entry (the one the
     /// proxy added).
-    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    pub(crate) fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         if self.trust_forwarded_for {
             // Only the very last entry: everything before it came from the client and could be forged.
             let forwarded = headers

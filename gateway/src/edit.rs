@@ -10,7 +10,7 @@ use crate::state::AppState;
 
 /// Why an edit did not end in an ack.
 #[derive(Debug, Clone)]
-pub enum EditFailure {
+pub(crate) enum EditFailure {
     /// Not applied, for this reason.
     Refused(Rejection),
     /// Sent to the shared state, reply lost: it may have been applied. The client must re-read to know.
@@ -29,7 +29,7 @@ impl From<Rejection> for EditFailure {
     skip_all,
     fields(project = %project, kind = edit.kind(), object = %edit.object_id(), seq, result)
 )]
-pub async fn apply(
+pub(crate) async fn apply(
     state: &AppState,
     project: &ProjectId,
     edit: &Edit,

@@ -30,7 +30,7 @@ const READ_BUFFER_BYTES: usize = 512;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// The gateway's routes. Connection counters live here, one set per router (one per gateway).
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let admission = std::sync::Arc::new(Admission::new(&state.tuning.abuse));
     let write_limits = std::sync::Arc::new(WriteLimits::new(&state.tuning.abuse));
     Router::new()
@@ -73,7 +73,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The TCP peer's IP, when the server was started with connect info (see [`crate::serve`]).
-pub struct PeerIp(pub Option<IpAddr>);
+pub(crate) struct PeerIp(pub Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
     type Rejection = Infallible;

@@ -3,12 +3,18 @@
 //! local clients, and acked to the sender.
 //!
 //! Map of the crate:
-//! - [`http`]: routes (upgrade, health, objects API, demo page); [`auth`]: who may do what.
-//! - [`socket`]: one client connection; [`outbound`]: ordering of what it is sent.
+//! - [`http`]: routes (upgrade, health, the objects read, demo page); [`object_api`]: HTTP writes of single
+//!   objects; [`change_feed`]: the Server-Sent Events feed of a project's edits; [`admission`]: the project id,
+//!   Origin and credential checks every route makes; [`auth`]: who may do what.
+//! - [`connection`]: one client connection (its reader, writer, outbox, the `seq` order of what it is sent, and
+//!   the bound on open handshakes); [`replay`]: resuming from the journal instead of a snapshot.
 //! - [`edit`]: where an edit is applied; [`loader`]: cold load of projects from the durable store;
 //!   [`occupancy`]: which projects have clients here (they are never evicted).
-//! - [`hub`]: local fan-out and pub/sub subscriptions; [`presence`]: cursor rate limits.
-//! - [`limits`]: abuse limits (edit rate, connections per user and per IP, Origin allow-list).
+//! - [`hub`]: local fan-out, pub/sub subscriptions and their repair; [`presence`]: cursor rate limits.
+//! - [`abuse`]: abuse limits (edit rate, connections per user and per IP, Origin allow-list).
+
+// Items are `pub` only where other crates use them; inside, `pub(crate)` and narrower.
+#![warn(unreachable_pub)]
 
 mod abuse;
 mod admission;

@@ -7,11 +7,11 @@ use tokio::time::Instant;
 use crate::abuse::TokenBucket;
 
 /// Presence updates allowed per second per connection (with a burst of the same size).
-pub const PRESENCE_PER_SECOND: f64 = 20.0;
+pub(crate) const PRESENCE_PER_SECOND: f64 = 20.0;
 
 /// A token bucket of [`PRESENCE_PER_SECOND`].
 #[derive(Debug)]
-pub struct PresenceLimiter(TokenBucket);
+pub(crate) struct PresenceLimiter(TokenBucket);
 
 impl Default for PresenceLimiter {
     fn default() -> Self {
@@ -23,7 +23,7 @@ impl Default for PresenceLimiter {
 }
 
 impl PresenceLimiter {
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         self.0.allow(now)
     }
 }

@@ -50,7 +50,7 @@ const READ_BUFFER: usize = 8 * 1024;
 
 /// What the coordinator tells every client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
+pub(crate) enum Control {
     /// Connect and set up, then wait.
     Wait,
     /// Load starts at this instant (warmup, then the measured window).
@@ -60,7 +60,7 @@ pub enum Control {
 }
 
 /// State shared by all client tasks.
-pub struct Shared {
+pub(crate) struct Shared {
     pub cfg: Config,
     pub connect_sem: Semaphore,
     pub latencies: Latencies,
@@ -75,7 +75,7 @@ pub struct Shared {
 
 /// Which client this is.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientSpec {
+pub(crate) struct ClientSpec {
     pub global: u64,
     pub project: u32,
     pub local: u32,
@@ -91,7 +91,7 @@ struct Timeline {
 }
 
 /// Runs one client to completion and returns its figures.
-pub async fn run_client(
+pub(crate) async fn run_client(
     shared: Arc<Shared>,
     spec: ClientSpec,
     ready: mpsc::UnboundedSender<bool>,

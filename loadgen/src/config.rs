@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::http::Uri;
 const MAX_SECS: f64 = 24.0 * 3600.0;
 /// Upper bound of the connect phase: it must fit, with drain and close, inside the hard
 /// deadline of `warmup + duration + 30 s`.
-pub const MAX_CONNECT_TIMEOUT_SECS: f64 = 20.0;
+pub(crate) const MAX_CONNECT_TIMEOUT_SECS: f64 = 20.0;
 /// Protocol limit on project ids.
 const MAX_PROJECT_ID_LEN: usize = 128;
 
@@ -31,7 +31,7 @@ const MAX_PROJECT_ID_LEN: usize = 128;
     version,
     about = "Drives a canvas gateway over its public WebSocket protocol and prints a JSON report."
 )]
-pub struct Args {
+pub(crate) struct Args {
     /// Gateway base URL (ws://host:port); repeat the flag (or comma-separate the env var) to
     /// spread clients round-robin over several gateways.
     #[arg(
@@ -99,7 +99,7 @@ pub struct Args {
 
 /// Validated configuration used by the rest of the program.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Normalised base URLs (`ws://host:port`, no trailing slash).
     pub urls: Vec<String>,
     pub projects: u32,
@@ -123,7 +123,7 @@ pub struct Config {
 /// The part of the configuration echoed in the report (never the token itself).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ConfigEcho {
+pub(crate) struct ConfigEcho {
     pub urls: Vec<String>,
     pub projects: u32,
     pub clients_per_project: u32,
@@ -146,7 +146,7 @@ pub struct ConfigEcho {
 impl Config {
     /// Checks the flags and resolves defaults. Host names other than literal loopback
     /// addresses and `localhost` are refused unless `allow_remote`.
-    pub fn from_args(args: Args) -> anyhow::Result<Self> {
+    pub(crate) fn from_args(args: Args) -> anyhow::Result<Self> {
         if args.urls.is_empty() {
             bail!("at least one --url is required");
         }
@@ -212,17 +212,17 @@ impl Config {
     }
 
     /// Total number of clients over all projects.
-    pub fn total_clients(&self) -> u64 {
+    pub(crate) fn total_clients(&self) -> u64 {
         u64::from(self.projects) * u64::from(self.clients)
     }
 
     /// Project id of project `p`.
-    pub fn project_id(&self, p: u32) -> String {
+    pub(crate) fn project_id(&self, p: u32) -> String {
         format!("{}-{p}", self.prefix)
     }
 
     /// WebSocket URL for the client with global index `idx` (round-robin over `urls`).
-    pub fn ws_url(&self, idx: u64, project: u32) -> String {
+    pub(crate) fn ws_url(&self, idx: u64, project: u32) -> String {
         let base = &self.urls[(idx % self.urls.len() as u64) as usize];
         let mut url = format!("{base}/ws/projects/{}", self.project_id(project));
         if let Some(token) = &self.token {
@@ -233,7 +233,7 @@ impl Config {
     }
 
     /// The report's echo of this configuration.
-    pub fn echo(&self) -> ConfigEcho {
+    pub(crate) fn echo(&self) -> ConfigEcho {
         ConfigEcho {
             urls: self.urls.clone(),
             projects: self.projects,
@@ -257,7 +257,7 @@ impl Config {
 
     /// Host names (not literal IPs) among the URLs; they are resolved at start and must
     /// resolve to loopback only, unless `allow_remote`.
-    pub fn named_hosts(&self) -> Vec<(String, u16)> {
+    pub(crate) fn named_hosts(&self) -> Vec<(String, u16)> {
         self.urls
             .iter()
             .filter_map(|u| u.parse::<Uri>().ok())
@@ -274,7 +274,7 @@ impl Config {
 
 /// Checks every address a named host resolves to (defence against a `localhost` that
 /// resolves elsewhere). Call before connecting.
-pub async fn check_resolved_hosts(cfg: &Config) -> anyhow::Result<()> {
+pub(crate) async fn check_resolved_hosts(cfg: &Config) -> anyhow::Result<()> {
     if cfg.allow_remote {
         return Ok(());
     }
@@ -302,7 +302,7 @@ fn secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
 }
 
 /// Validates one `--url` and returns it as `ws://host[:port]` without a trailing slash.
-pub fn normalize_url(raw: &str, allow_remote: bool) -> anyhow::Result<String> {
+pub(crate) fn normalize_url(raw: &str, allow_remote: bool) -> anyhow::Result<String> {
     let trimmed = raw.trim().trim_end_matches('/');
     let uri: Uri = trimmed
         .parse()
@@ -328,7 +328,7 @@ pub fn normalize_url(raw: &str, allow_remote: bool) -> anyhow::Result<String> {
 }
 
 /// `localhost`, any 127.0.0.0/8 address, or `::1` (with or without brackets).
-pub fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if bare.eq_ignore_ascii_case("localhost") {
         return true;

@@ -9,6 +9,9 @@
 //! could connect, 2 for bad arguments, 3 when the hard deadline (warmup + duration + 30 s)
 //! had to end the process.
 
+// Items are `pub` only where other crates use them; inside, `pub(crate)` and narrower.
+#![warn(unreachable_pub)]
+
 mod client;
 mod config;
 mod protocol;

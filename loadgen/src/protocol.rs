@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 /// A JSON string that borrows from the frame when it has no escapes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Text<'a>(pub Cow<'a, str>);
+pub(crate) struct Text<'a>(pub Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -37,14 +37,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 }
 
 impl Text<'_> {
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
 
 /// The load generator's stamp inside every patch it sends: `"lg":{"t":..,"c":..,"n":..}`.
 #[derive(Debug, Deserialize)]
-pub struct Stamp<'a> {
+pub(crate) struct Stamp<'a> {
     /// Unix microseconds when the edit was issued.
     pub t: u64,
     /// `{run id}-{global client index}`.
@@ -55,20 +55,20 @@ pub struct Stamp<'a> {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Patch<'a> {
+pub(crate) struct Patch<'a> {
     #[serde(borrow, default)]
     pub lg: Option<Stamp<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ObjectRef<'a> {
+pub(crate) struct ObjectRef<'a> {
     #[serde(borrow)]
     pub id: Text<'a>,
 }
 
 /// Any server frame, reduced to the fields the load generator reads.
 #[derive(Debug, Deserialize)]
-pub struct Frame<'a> {
+pub(crate) struct Frame<'a> {
     #[serde(rename = "type", borrow)]
     pub kind: Text<'a>,
     #[serde(rename = "reqId", borrow, default)]
@@ -99,7 +99,7 @@ struct MinimalFrame<'a> {
 }
 
 /// Parses a server text frame; `None` when it is not a JSON object with a string `type`.
-pub fn parse(text: &str) -> Option<Frame<'_>> {
+pub(crate) fn parse(text: &str) -> Option<Frame<'_>> {
     if let Ok(f) = serde_json::from_str::<Frame>(text) {
         return Some(f);
     }
@@ -116,15 +116,15 @@ pub fn parse(text: &str) -> Option<Frame<'_>> {
 }
 
 /// Id of the `i`-th load-generator object of a project.
-pub fn object_id(i: u32) -> String {
+pub(crate) fn object_id(i: u32) -> String {
     format!("lg-{i}")
 }
 
 /// Prefix of the reqIds used for `create` frames (updates use bare numbers).
-pub const CREATE_REQ_PREFIX: char = 'c';
+pub(crate) const CREATE_REQ_PREFIX: char = 'c';
 
 /// Appends a `create` frame for object `i`.
-pub fn write_create(buf: &mut String, i: u32) {
+pub(crate) fn write_create(buf: &mut String, i: u32) {
     // Writing to a String cannot fail.
     let _ = write!(
         buf,
@@ -134,7 +134,7 @@ pub fn write_create(buf: &mut String, i: u32) {
 
 /// Everything that varies in one `update` frame.
 #[derive(Debug, Clone, Copy)]
-pub struct UpdateFields<'a> {
+pub(crate) struct UpdateFields<'a> {
     pub n: u64,
     pub object: u32,
     pub x: u32,
@@ -145,7 +145,7 @@ pub struct UpdateFields<'a> {
 }
 
 /// Appends an `update` frame; its reqId is the edit number `n`.
-pub fn write_update(buf: &mut String, u: &UpdateFields) {
+pub(crate) fn write_update(buf: &mut String, u: &UpdateFields) {
     let _ = write!(
         buf,
         r#"{{"type":"update","reqId":"{n}","id":"lg-{o}","patch":{{"x":{x},"y":{y},"lg":{{"t":{t},"c":"{c}","n":{n}}}}}}}"#,
@@ -159,12 +159,12 @@ pub fn write_update(buf: &mut String, u: &UpdateFields) {
 }
 
 /// The tag a client writes into `lg.c`.
-pub fn client_tag(run_id: &str, global: u64) -> String {
+pub(crate) fn client_tag(run_id: &str, global: u64) -> String {
     format!("{run_id}-{global}")
 }
 
 /// Recovers the global client index from `lg.c`, if the tag belongs to this run.
-pub fn parse_client_tag(tag: &str, run_id: &str) -> Option<u64> {
+pub(crate) fn parse_client_tag(tag: &str, run_id: &str) -> Option<u64> {
     let rest = tag.strip_prefix(run_id)?.strip_prefix('-')?;
     rest.parse().ok()
 }

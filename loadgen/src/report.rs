@@ -10,7 +10,7 @@ use crate::stats::{Aggregate, Counts};
 /// Whole report, printed pretty on stdout.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Report {
+pub(crate) struct Report {
     pub config: ConfigEcho,
     pub durations: Durations,
     pub connections: Connections,
@@ -29,7 +29,7 @@ pub struct Report {
 /// Phase lengths as they actually happened, in seconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Durations {
+pub(crate) struct Durations {
     /// From start until every client was ready (or the connect timeout).
     pub connect_secs: f64,
     pub warmup_secs: f64,
@@ -42,7 +42,7 @@ pub struct Durations {
 
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Connections {
+pub(crate) struct Connections {
     pub planned: u64,
     /// Clients that connected and received their snapshot.
     pub connected: u64,
@@ -61,7 +61,7 @@ pub struct Connections {
 
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Edits {
+pub(crate) struct Edits {
     /// Edits sent inside the measured window.
     pub sent: u64,
     /// Of those, acked (including acks that arrived during the drain).
@@ -82,7 +82,7 @@ pub struct Edits {
 /// Percentiles of a latency histogram, in milliseconds (0 everywhere when `count` is 0).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LatencySummary {
+pub(crate) struct LatencySummary {
     pub count: u64,
     pub p50: f64,
     pub p95: f64,
@@ -93,7 +93,7 @@ pub struct LatencySummary {
 
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SeqReport {
+pub(crate) struct SeqReport {
     /// Times a client saw `seq` jump by more than one.
     pub gaps: u64,
     /// Sequence numbers skipped over by those jumps.
@@ -111,7 +111,7 @@ pub struct SeqReport {
 
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ErrorsReport {
+pub(crate) struct ErrorsReport {
     pub total: u64,
     /// `error` frames by `code`, all phases.
     pub by_code: Counts,
@@ -119,7 +119,7 @@ pub struct ErrorsReport {
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Receipts {
+pub(crate) struct Receipts {
     /// Σ over acked measured edits of the project's other whole-time clients.
     pub expected: u64,
     pub received: u64,
@@ -129,7 +129,7 @@ pub struct Receipts {
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Anomalies {
+pub(crate) struct Anomalies {
     /// Frames that were not JSON objects with a string `type`.
     pub malformed_frames: u64,
     /// Acks whose `reqId` matched nothing outstanding.
@@ -139,7 +139,7 @@ pub struct Anomalies {
 }
 
 /// Summarises a microsecond histogram in milliseconds.
-pub fn summarize(h: &Histogram<u64>) -> LatencySummary {
+pub(crate) fn summarize(h: &Histogram<u64>) -> LatencySummary {
     if h.is_empty() {
         return LatencySummary::default();
     }
@@ -155,12 +155,12 @@ pub fn summarize(h: &Histogram<u64>) -> LatencySummary {
 }
 
 /// Rounds to three decimals (µs precision for milliseconds, ms precision for seconds).
-pub fn round3(v: f64) -> f64 {
+pub(crate) fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
 /// Inputs that are not part of the aggregate.
-pub struct ReportInputs {
+pub(crate) struct ReportInputs {
     pub config: ConfigEcho,
     pub durations: Durations,
     pub ack: Histogram<u64>,
@@ -169,7 +169,7 @@ pub struct ReportInputs {
 }
 
 /// Builds the report from the aggregate.
-pub fn build(agg: &Aggregate, inputs: ReportInputs) -> Report {
+pub(crate) fn build(agg: &Aggregate, inputs: ReportInputs) -> Report {
     let receipts = agg.receipts();
     let target = inputs.config.target_edits_per_sec;
     let d = inputs.durations;
@@ -250,7 +250,7 @@ fn edits(agg: &Aggregate, target: f64, measured_secs: f64) -> Edits {
 }
 
 /// Renders the report as pretty JSON.
-pub fn to_json(report: &Report) -> String {
+pub(crate) fn to_json(report: &Report) -> String {
     serde_json::to_string_pretty(report)
         .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise report: {e}\"}}"))
 }

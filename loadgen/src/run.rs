@@ -17,7 +17,7 @@ use crate::report::{self, Durations, Report, ReportInputs};
 use crate::stats::{Aggregate, ClientOutcome, Clock, Latencies};
 
 /// Longest wait for outstanding acks / broadcasts after sending stops.
-pub const DRAIN_MAX: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN_MAX: Duration = Duration::from_secs(2);
 /// The drain ends early once nothing is outstanding and nothing arrived for this long.
 const DRAIN_QUIET: Duration = Duration::from_millis(250);
 /// How long client tasks get to close their sockets and hand back their figures.
@@ -28,14 +28,14 @@ const SHARDS: usize = 16;
 const MAX_WARNINGS: usize = 20;
 
 /// What a run produced.
-pub struct RunResult {
+pub(crate) struct RunResult {
     pub report: Report,
     /// False when not a single client connected (the only failing exit).
     pub any_connected: bool,
 }
 
 /// Runs the whole load test. `warnings` are carried into the report.
-pub async fn run(cfg: Config, mut warnings: Vec<String>) -> RunResult {
+pub(crate) async fn run(cfg: Config, mut warnings: Vec<String>) -> RunResult {
     let started = Instant::now();
     warnings.extend(rate_warning(cfg.rate));
     let echo = cfg.echo();

@@ -21,7 +21,7 @@ const LOCAL_BUF: usize = 64;
 
 /// Tracks the project `seq` one client observes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SeqTracker {
+pub(crate) struct SeqTracker {
     last: Option<u64>,
     /// Times `seq` jumped by more than one.
     pub gaps: u64,
@@ -33,12 +33,12 @@ pub struct SeqTracker {
 
 impl SeqTracker {
     /// A `snapshot` sets the baseline without counting anything.
-    pub fn reset(&mut self, seq: u64) {
+    pub(crate) fn reset(&mut self, seq: u64) {
         self.last = Some(seq);
     }
 
     /// An `ack`, `created`, `updated` or `deleted` carrying `seq`.
-    pub fn observe(&mut self, seq: u64) {
+    pub(crate) fn observe(&mut self, seq: u64) {
         match self.last {
             None => self.last = Some(seq),
             Some(last) if seq > last => {
@@ -54,20 +54,20 @@ impl SeqTracker {
     }
 
     /// Last sequence number seen, if any.
-    pub fn last(&self) -> Option<u64> {
+    pub(crate) fn last(&self) -> Option<u64> {
         self.last
     }
 }
 
 /// Growable bit set indexed by per-client edit number.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct BitSet {
+pub(crate) struct BitSet {
     words: Vec<u64>,
 }
 
 impl BitSet {
     /// Sets bit `n`; returns false when it was already set.
-    pub fn insert(&mut self, n: u64) -> bool {
+    pub(crate) fn insert(&mut self, n: u64) -> bool {
         let (w, b) = ((n / 64) as usize, n % 64);
         if w >= self.words.len() {
             self.words.resize(w + 1, 0);
@@ -79,7 +79,7 @@ impl BitSet {
     }
 
     #[cfg(test)]
-    pub fn contains(&self, n: u64) -> bool {
+    pub(crate) fn contains(&self, n: u64) -> bool {
         let (w, b) = ((n / 64) as usize, n % 64);
         self.words
             .get(w)
@@ -87,12 +87,12 @@ impl BitSet {
     }
 
     /// Number of bits set.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.words.iter().map(|w| u64::from(w.count_ones())).sum()
     }
 
     /// Number of bits set in both sets.
-    pub fn intersection_len(&self, other: &BitSet) -> u64 {
+    pub(crate) fn intersection_len(&self, other: &BitSet) -> u64 {
         self.words
             .iter()
             .zip(&other.words)
@@ -104,13 +104,13 @@ impl BitSet {
 /// One clock for the whole process: wall-clock microseconds derived from a monotonic
 /// `Instant`, so `lg.t` stamps and fan-out measurements never go backwards.
 #[derive(Debug, Clone, Copy)]
-pub struct Clock {
+pub(crate) struct Clock {
     base: Instant,
     base_unix_us: u64,
 }
 
 impl Clock {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let base_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -122,11 +122,11 @@ impl Clock {
     }
 
     /// Unix microseconds at `at`.
-    pub fn unix_us(&self, at: Instant) -> u64 {
+    pub(crate) fn unix_us(&self, at: Instant) -> u64 {
         self.base_unix_us + at.saturating_duration_since(self.base).as_micros() as u64
     }
 
-    pub fn now_us(&self) -> u64 {
+    pub(crate) fn now_us(&self) -> u64 {
         self.unix_us(Instant::now())
     }
 }
@@ -146,12 +146,12 @@ fn new_histogram() -> Histogram<u64> {
 
 /// A set of histograms shared by all clients, sharded to keep lock contention low.
 #[derive(Debug)]
-pub struct ShardedHistogram {
+pub(crate) struct ShardedHistogram {
     shards: Vec<Mutex<Histogram<u64>>>,
 }
 
 impl ShardedHistogram {
-    pub fn new(shards: usize) -> Self {
+    pub(crate) fn new(shards: usize) -> Self {
         Self {
             shards: (0..shards.max(1))
                 .map(|_| Mutex::new(new_histogram()))
@@ -171,7 +171,7 @@ impl ShardedHistogram {
     }
 
     /// All shards merged into one histogram.
-    pub fn merged(&self) -> Histogram<u64> {
+    pub(crate) fn merged(&self) -> Histogram<u64> {
         let mut out = new_histogram();
         for shard in &self.shards {
             let h = match shard.lock() {
@@ -187,13 +187,13 @@ impl ShardedHistogram {
 
 /// Ack and fan-out latency histograms (microseconds).
 #[derive(Debug)]
-pub struct Latencies {
+pub(crate) struct Latencies {
     pub ack: ShardedHistogram,
     pub fanout: ShardedHistogram,
 }
 
 impl Latencies {
-    pub fn new(shards: usize) -> Self {
+    pub(crate) fn new(shards: usize) -> Self {
         Self {
             ack: ShardedHistogram::new(shards),
             fanout: ShardedHistogram::new(shards),
@@ -203,20 +203,20 @@ impl Latencies {
 
 /// A client's local sample buffer for one [`ShardedHistogram`].
 #[derive(Debug)]
-pub struct LatencyBuf {
+pub(crate) struct LatencyBuf {
     shard: usize,
     buf: Vec<u64>,
 }
 
 impl LatencyBuf {
-    pub fn new(shard: usize) -> Self {
+    pub(crate) fn new(shard: usize) -> Self {
         Self {
             shard,
             buf: Vec::new(),
         }
     }
 
-    pub fn record(&mut self, target: &ShardedHistogram, us: u64) {
+    pub(crate) fn record(&mut self, target: &ShardedHistogram, us: u64) {
         if self.buf.capacity() == 0 {
             self.buf.reserve_exact(LOCAL_BUF);
         }
@@ -226,7 +226,7 @@ impl LatencyBuf {
         }
     }
 
-    pub fn flush(&mut self, target: &ShardedHistogram) {
+    pub(crate) fn flush(&mut self, target: &ShardedHistogram) {
         if !self.buf.is_empty() {
             target.record_all(self.shard, &self.buf);
             self.buf.clear();
@@ -235,9 +235,9 @@ impl LatencyBuf {
 }
 
 /// Counts by string key (error codes, failure reasons), sorted for a stable report.
-pub type Counts = BTreeMap<String, u64>;
+pub(crate) type Counts = BTreeMap<String, u64>;
 
-pub fn bump(counts: &mut Counts, key: &str) {
+pub(crate) fn bump(counts: &mut Counts, key: &str) {
     if let Some(v) = counts.get_mut(key) {
         *v += 1;
     } else {
@@ -247,7 +247,7 @@ pub fn bump(counts: &mut Counts, key: &str) {
 
 /// Everything one connection task reports at the end.
 #[derive(Debug, Default)]
-pub struct ClientOutcome {
+pub(crate) struct ClientOutcome {
     pub project: u32,
     /// Index of the client inside its project.
     pub local: u32,
@@ -292,7 +292,7 @@ pub struct ClientOutcome {
 }
 
 impl ClientOutcome {
-    pub fn new(project: u32, local: u32) -> Self {
+    pub(crate) fn new(project: u32, local: u32) -> Self {
         Self {
             project,
             local,
@@ -301,14 +301,14 @@ impl ClientOutcome {
     }
 
     /// Connected before `start` and not dropped by the server until we closed it.
-    pub fn whole_time(&self, start: Instant) -> bool {
+    pub(crate) fn whole_time(&self, start: Instant) -> bool {
         self.connected
             && self.ready_at.is_some_and(|t| t <= start)
             && self.disconnected_at.is_none()
     }
 
     /// Still connected at `at` (used for "connections held" at the end of the duration).
-    pub fn held_at(&self, at: Instant) -> bool {
+    pub(crate) fn held_at(&self, at: Instant) -> bool {
         self.connected
             && self.ready_at.is_some_and(|t| t <= at)
             && self.disconnected_at.is_none_or(|t| t >= at)
@@ -317,7 +317,7 @@ impl ClientOutcome {
 
 /// Receipt accounting totals.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ReceiptTotals {
+pub(crate) struct ReceiptTotals {
     pub expected: u64,
     pub received: u64,
     pub missing: u64,
@@ -333,7 +333,7 @@ struct ReceiptClient {
 
 /// All client outcomes folded together.
 #[derive(Debug, Default)]
-pub struct Aggregate {
+pub(crate) struct Aggregate {
     pub planned: u64,
     pub connected: u64,
     pub connect_failures: u64,
@@ -365,7 +365,7 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    pub fn new(planned: u64) -> Self {
+    pub(crate) fn new(planned: u64) -> Self {
         Self {
             planned,
             ..Self::default()
@@ -374,7 +374,7 @@ impl Aggregate {
 
     /// Folds in one client. `start` is when load began (end of the connect phase) and
     /// `measure_end` when the measured window closed.
-    pub fn add(&mut self, o: ClientOutcome, start: Instant, measure_end: Instant) {
+    pub(crate) fn add(&mut self, o: ClientOutcome, start: Instant, measure_end: Instant) {
         if o.connected {
             self.connected += 1;
         } else {
@@ -427,7 +427,7 @@ impl Aggregate {
 
     /// For each acked (measured) edit, every other client of its project that was
     /// connected the whole time should have received it exactly once.
-    pub fn receipts(&self) -> ReceiptTotals {
+    pub(crate) fn receipts(&self) -> ReceiptTotals {
         let mut t = ReceiptTotals::default();
         for clients in self.projects.values() {
             let whole: u64 = clients.values().filter(|c| c.whole_time).count() as u64;
@@ -450,7 +450,7 @@ impl Aggregate {
 }
 
 /// Converts a `Duration` to histogram microseconds.
-pub fn as_us(d: Duration) -> u64 {
+pub(crate) fn as_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 

@@ -1,7 +1,8 @@
 //! The saver: crash-safe, incremental auto-save from the hot state (Redis) to the durable store (DynamoDB).
 //!
-//! Every interval it claims dirty projects under a lease, writes only what changed (Put for live objects, Delete
-//! for deleted ones) with BatchWriteItem, completes the claims that were fully written and puts the others back.
+//! Every interval it claims dirty projects under a lease, writes only what changed (a conditional put of each changed
+//! object, or of a tombstone for a deleted one, never over a newer stamp), completes the claims that were fully
+//! written and puts the others back.
 //! Its figures are served over HTTP (`/metrics` JSON, `/metrics/prometheus` text, `/healthz`, `/readyz`) and gRPC
 //! (`SaverMetrics`, health, reflection).
 //!
@@ -13,11 +14,15 @@
 //! - [`save_loop`]: waits for the store, then runs a pass every interval, and drains on shutdown;
 //! - [`save_pass`]: one pass, claim → read changes → write → complete or put back each claim;
 //! - [`eviction`]: after each pass, idle fully saved projects leave the hot state;
-//! - [`batch_writer`]: the BatchWriteItem requests with their retries; [`lease`]: lease renewal while writing;
+//! - [`batch_writer`]: the write requests with their retries; [`lease`]: lease renewal while writing;
 //!   [`save_error`]: why a project's save failed.
 //!
-//! Around it: [`config`] (command line / environment and runtime settings), and what operators see: [`report`] (loop state, pass outcome), [`metrics`] (the JSON figures), [`prometheus`],
-//! [`dirty`] (the dirty index read at request time), [`http`], [`grpc`], [`operator_token`].
+//! Around it: [`config`] (command line / environment and runtime settings), and what operators see: [`report`]
+//! (loop state, pass outcome), [`metrics`] (the JSON figures), [`prometheus`], [`dirty`] (the dirty index read at
+//! request time), [`http`], [`grpc`], [`operator_token`].
+
+// Items are `pub` only where other crates use them; inside, `pub(crate)` and narrower.
+#![warn(unreachable_pub)]
 
 mod batch_writer;
 mod config;

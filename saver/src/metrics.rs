@@ -15,7 +15,7 @@ use crate::prometheus::SaverPrometheus;
 use crate::report::{LoopState, PassOutcome};
 
 /// How many recent passes and errors are kept.
-pub const RECENT_LIMIT: usize = 20;
+pub(crate) const RECENT_LIMIT: usize = 20;
 
 /// One entry of `recentSaves`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -77,7 +77,7 @@ pub struct AutoSave {
 /// The `dirtyProjects` object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DirtyProjects {
+pub(crate) struct DirtyProjects {
     /// `null` only when the dirty index could not be read (then `error` says why).
     pub count: Option<usize>,
     pub oldest_modification: Option<i64>,
@@ -87,7 +87,7 @@ pub struct DirtyProjects {
 }
 
 impl DirtyProjects {
-    pub fn from_summary(summary: DirtySummary) -> Self {
+    pub(crate) fn from_summary(summary: DirtySummary) -> Self {
         Self {
             count: Some(summary.count),
             oldest_modification: summary.oldest_modification,
@@ -96,7 +96,7 @@ impl DirtyProjects {
         }
     }
 
-    pub fn unavailable(error: String) -> Self {
+    pub(crate) fn unavailable(error: String) -> Self {
         Self {
             count: None,
             oldest_modification: None,
@@ -136,12 +136,12 @@ pub struct MemoryFigures {
 }
 
 /// How many of the biggest projects are reported.
-pub const BIGGEST_PROJECTS: usize = 10;
+pub(crate) const BIGGEST_PROJECTS: usize = 10;
 
 /// The whole `GET /metrics` document.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MetricsDoc {
+pub(crate) struct MetricsDoc {
     pub auto_save: AutoSave,
     pub dirty_projects: DirtyProjects,
     pub memory: MemoryFigures,
@@ -178,7 +178,7 @@ pub struct Metrics {
 }
 
 /// Longest error message kept (store errors can carry a whole request context).
-pub const MESSAGE_LIMIT: usize = 500;
+pub(crate) const MESSAGE_LIMIT: usize = 500;
 
 fn clip(message: &str) -> String {
     if message.len() <= MESSAGE_LIMIT {
@@ -410,7 +410,7 @@ impl Metrics {
 }
 
 /// The whole document: this process's figures and the dirty index read from the hot state now.
-pub async fn document(metrics: &Metrics, hot: &dyn SaveQueue) -> MetricsDoc {
+pub(crate) async fn document(metrics: &Metrics, hot: &dyn SaveQueue) -> MetricsDoc {
     let dirty_projects = match read_dirty(hot).await {
         Ok(summary) => DirtyProjects::from_summary(summary),
         Err(e) => DirtyProjects::unavailable(e.to_string()),

@@ -43,11 +43,11 @@ use crate::dirty::{read_dirty, DirtyUnreadable};
 use crate::report::{LoopState, PassOutcome};
 
 /// Every metric name starts with this.
-pub const PREFIX: &str = "canvas_saver";
+pub(crate) const PREFIX: &str = "canvas_saver";
 
 /// The content type of the exposition (prometheus-client writes OpenMetrics text, which Prometheus scrapes
 /// natively).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -62,7 +62,7 @@ pub struct OpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabels {
+pub(crate) struct StateLabels {
     pub state: &'static str,
 }
 
@@ -86,7 +86,7 @@ pub struct SaverPrometheus {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RankLabels {
+pub(crate) struct RankLabels {
     /// 1 = the biggest project (project ids are never labels).
     pub rank: u64,
 }
@@ -186,7 +186,7 @@ impl Default for SaverPrometheus {
 }
 
 /// The `result` label of a pass.
-pub fn pass_result(outcome: &PassOutcome) -> &'static str {
+pub(crate) fn pass_result(outcome: &PassOutcome) -> &'static str {
     let unsaved = outcome.failed + outcome.lost;
     if outcome.projects() == 0 {
         if outcome.errors.is_empty() {

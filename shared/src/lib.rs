@@ -4,6 +4,9 @@
 //! - [`hot`]: the shared working copy (Redis, or memory in dev mode), where edits are applied atomically.
 //! - [`durable`]: the source of truth (DynamoDB, or an embedded redb file in dev mode), where saves land.
 
+// Items are `pub` only where other crates use them; inside, `pub(crate)` and narrower.
+#![warn(unreachable_pub)]
+
 pub mod cause;
 pub mod config;
 pub mod durable;

@@ -25,10 +25,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
 /// After this long a connection no longer counts as handshaking, whatever it did.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A TCP listener that accepts only while fewer than `max` accepted connections are mid-handshake.
-pub struct HandshakeLimitedListener {
+pub(crate) struct HandshakeLimitedListener {
     inner: TcpListener,
     slots: Arc<Semaphore>,
     timeout: Duration,
@@ -36,7 +36,7 @@ pub struct HandshakeLimitedListener {
 
 impl HandshakeLimitedListener {
     /// `max` = 0 means no bound.
-    pub fn new(inner: TcpListener, max: usize) -> Self {
+    pub(crate) fn new(inner: TcpListener, max: usize) -> Self {
         let max = if max == 0 {
             Semaphore::MAX_PERMITS
         } else {
@@ -51,7 +51,7 @@ impl HandshakeLimitedListener {
 
     /// Another handshake timeout than [`HANDSHAKE_TIMEOUT`].
     #[cfg(test)]
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
@@ -74,7 +74,7 @@ impl Listener for HandshakeLimitedListener {
 }
 
 /// An accepted connection, holding its handshake slot until its handshake is over.
-pub struct Handshaking {
+pub(crate) struct Handshaking {
     stream: TcpStream,
     slot: Option<Slot>,
 }
@@ -98,7 +98,7 @@ impl Handshaking {
     }
 
     /// The underlying socket (for socket options).
-    pub fn stream(&self) -> &TcpStream {
+    pub(crate) fn stream(&self) -> &TcpStream {
         &self.stream
     }
 
@@ -111,7 +111,7 @@ impl Handshaking {
 
     /// True while the connection still holds a handshake slot.
     #[cfg(test)]
-    pub fn is_handshaking(&self) -> bool {
+    pub(crate) fn is_handshaking(&self) -> bool {
         self.slot.is_some()
     }
 }

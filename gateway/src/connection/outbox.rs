@@ -79,7 +79,7 @@ impl Shared {
 }
 
 /// A queue holding at most `capacity` messages (at least 1).
-pub fn outbox(capacity: usize) -> (OutboxSender, OutboxReceiver) {
+pub(crate) fn outbox(capacity: usize) -> (OutboxSender, OutboxReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
@@ -149,11 +149,11 @@ impl Drop for OutboxSender {
 }
 
 /// Takes messages out of a connection's queue, in the order they were put in.
-pub struct OutboxReceiver(Arc<Shared>);
+pub(crate) struct OutboxReceiver(Arc<Shared>);
 
 impl OutboxReceiver {
     /// The next message; None once the queue is empty and every sender is gone.
-    pub async fn recv(&mut self) -> Option<Outbound> {
+    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
         loop {
             let popped = {
                 let mut state = self.0.lock();
@@ -178,7 +178,7 @@ impl OutboxReceiver {
     }
 
     /// True when nothing is queued.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.lock().queue.is_empty()
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The longest an ack waits for its echo.
-pub const ACK_HOLD: Duration = Duration::from_millis(250);
+pub(crate) const ACK_HOLD: Duration = Duration::from_millis(250);
 /// Released-early acks remembered so that their late echo is ignored.
 const MAX_ORPHAN_ECHOES: usize = 1024;
 
@@ -61,7 +61,7 @@ enum Slot {
 /// own edit takes the echo's place in that order: if the ack comes first it waits for its echo; if the echo
 /// comes first, later frames wait for the ack. Either wait ends after [`ACK_HOLD`].
 #[derive(Debug, Default)]
-pub struct Sequencer {
+pub(crate) struct Sequencer {
     /// `seq` of the last snapshot sent: broadcasts at or below it are already in the client's state.
     floor: u64,
     /// Highest `seq` of a broadcast or echo taken in: the bus delivers in `seq` order, so one at or below it is
@@ -81,7 +81,7 @@ pub struct Sequencer {
 
 impl Sequencer {
     /// Another client's edit (or an ephemeral frame, `seq` 0).
-    pub fn on_broadcast(&mut self, seq: u64, frame: Arc<str>) -> Vec<Frame> {
+    pub(crate) fn on_broadcast(&mut self, seq: u64, frame: Arc<str>) -> Vec<Frame> {
         if seq == 0 {
             // Ephemeral frames are not part of the seq order.
             return vec![Frame::Shared(frame)];
@@ -99,12 +99,12 @@ impl Sequencer {
     }
 
     /// Whether a broadcast was held back for coming after a newer ack (asks once; a snapshot settles it).
-    pub fn take_needs_resync(&mut self) -> bool {
+    pub(crate) fn take_needs_resync(&mut self) -> bool {
         std::mem::take(&mut self.needs_resync)
     }
 
     /// This connection's own edit came back through the bus.
-    pub fn on_echo(&mut self, seq: u64, now: Instant) -> Vec<Frame> {
+    pub(crate) fn on_echo(&mut self, seq: u64, now: Instant) -> Vec<Frame> {
         if self.released_early.remove(&seq)
             || seq <= self.floor.max(self.high) && !self.early_acks.contains_key(&seq)
         {
@@ -121,7 +121,7 @@ impl Sequencer {
     }
 
     /// The ack of this connection's edit.
-    pub fn on_ack(&mut self, seq: u64, frame: String, now: Instant) -> Vec<Frame> {
+    pub(crate) fn on_ack(&mut self, seq: u64, frame: String, now: Instant) -> Vec<Frame> {
         let waiting = self
             .queue
             .iter()
@@ -139,7 +139,7 @@ impl Sequencer {
     }
 
     /// A snapshot at `seq` was sent: acks it covers go out, broadcasts it covers are dropped.
-    pub fn on_snapshot(&mut self, seq: u64) -> Vec<Frame> {
+    pub(crate) fn on_snapshot(&mut self, seq: u64) -> Vec<Frame> {
         self.floor = seq;
         self.needs_resync = false;
         let mut out = Vec::new();
@@ -167,7 +167,7 @@ impl Sequencer {
     }
 
     /// Frames whose wait is over.
-    pub fn overdue(&mut self, now: Instant) -> Vec<Frame> {
+    pub(crate) fn overdue(&mut self, now: Instant) -> Vec<Frame> {
         let mut out = Vec::new();
         let due: Vec<u64> = self
             .early_acks
@@ -190,7 +190,7 @@ impl Sequencer {
     }
 
     /// Everything held, in order (the bus is known to have lost messages).
-    pub fn release_all(&mut self) -> Vec<Frame> {
+    pub(crate) fn release_all(&mut self) -> Vec<Frame> {
         self.queue
             .retain(|slot| !matches!(slot, Slot::AwaitingAck { .. }));
         let mut out = self.drain();
@@ -204,7 +204,7 @@ impl Sequencer {
         out
     }
 
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let early = self.early_acks.values().map(|(_, at)| *at);
         let held = self.queue.iter().filter_map(|slot| match slot {
             Slot::AwaitingAck { until, .. } => Some(*until),

@@ -8,7 +8,7 @@ use crate::ids::{ObjectId, ProjectId};
 use crate::stored::{StoredObject, Tombstone};
 
 /// The origin of `saved` frames on the bus: no connection has this id, so every client of the project gets them.
-pub const SAVED_ORIGIN: &str = "~saver";
+pub(super) const SAVED_ORIGIN: &str = "~saver";
 
 /// A project claimed by a saver under a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
