@@ -358,7 +358,7 @@ class Bench:
     def start_servers(self, saver_env=None):
         self.redis_port = free_port()
         rdir = self.out / "redis"
-        rdir.mkdir()
+        rdir.mkdir(exist_ok=True)
         p = self.procs.start(
             "redis",
             ["redis-server", "--port", self.redis_port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -380,13 +380,13 @@ class Bench:
         p = self.procs.start(
             "saver",
             [REL / "saver"],
-            env=self.env(
-                CANVAS_CREATE_TABLE="true",
-                SAVE_INTERVAL_MS=SAVE_INTERVAL_MS,
-                SAVER_HTTP_ADDR=f"127.0.0.1:{self.saver_http}",
-                SAVER_GRPC_ADDR=f"127.0.0.1:{free_port()}",
+            env=self.env(**{
+                "CANVAS_CREATE_TABLE": "true",
+                "SAVE_INTERVAL_MS": SAVE_INTERVAL_MS,
+                "SAVER_HTTP_ADDR": f"127.0.0.1:{self.saver_http}",
+                "SAVER_GRPC_ADDR": f"127.0.0.1:{free_port()}",
                 **(saver_env or {}),
-            ),
+            }),
         )
         self.roles["saver"] = p.pid
         end = time.monotonic() + 30
