@@ -42,6 +42,7 @@ pub(crate) async fn apply(
             origin,
             now_ms: now_ms(),
             limits: &state.limits,
+            seq_floor: state.hub.last_seq(project),
         };
         state.hot.apply(project, edit, ctx)
     };

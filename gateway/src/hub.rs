@@ -542,6 +542,7 @@ mod tests {
             origin: "elsewhere",
             now_ms: 1,
             limits: &limits,
+            seq_floor: 0,
         };
         hot.apply(project, &edit, ctx).await.expect("edit").seq
     }

@@ -135,6 +135,19 @@ async fn after_redis_loses_a_project_its_seq_resumes_above_what_clients_saw() {
 }
 
 #[tokio::test]
+async fn an_edit_right_after_a_seq_rollback_never_reuses_a_seq() {
+    let redis = RedisServer::start();
+    let p = project("rollback-edit");
+    let a = spawn_gateway(&redis.url()).await;
+    let (mut client, seen) = join_and_edit(&a.ws(&p), 5).await;
+
+    // The hot state goes back behind the gateway's back, and the very next thing is an edit (no resync between).
+    redis.cli(&["HSET", &format!("canvas:{{{p}}}:meta"), "seq", "2"]);
+    let next = edit(&mut client, 60).await;
+    assert!(next > seen, "seq {next} handed out again after {seen}");
+}
+
+#[tokio::test]
 async fn a_rolled_back_seq_is_raised_before_any_client_sees_it() {
     let redis = RedisServer::start();
     let p = project("rollback");

@@ -124,6 +124,7 @@ async fn main() {
                     origin: "rate",
                     now_ms: canvas_shared::time::now_ms(),
                     limits,
+                    seq_floor: 0,
                 };
                 hot.apply(&project, &Edit::Create(object), ctx)
                     .await

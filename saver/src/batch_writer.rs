@@ -538,6 +538,7 @@ mod tests {
                     origin: "c",
                     now_ms: 1,
                     limits: &limits,
+                    seq_floor: 0,
                 };
                 hot.apply(&project, &Edit::Create(object), ctx)
                     .await

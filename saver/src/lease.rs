@@ -221,6 +221,7 @@ mod tests {
             origin: "c",
             now_ms: now_ms(),
             limits: &limits,
+            seq_floor: 0,
         };
         hot.apply(&project, &Edit::Create(object), ctx)
             .await

@@ -64,6 +64,7 @@ async fn run(url: &str, journal_len: usize, edits: usize, in_flight: usize) {
             origin: "bench-conn",
             now_ms: 1,
             limits: &limits,
+            seq_floor: 0,
         };
         hot.apply(&project, &edit, ctx).await.expect("create");
     }
@@ -97,6 +98,7 @@ async fn run(url: &str, journal_len: usize, edits: usize, in_flight: usize) {
                     origin: "bench-conn",
                     now_ms: n as i64,
                     limits: &limits,
+                    seq_floor: 0,
                 };
                 hot.apply(&project, &edit, ctx).await.expect("edit");
             }

@@ -75,6 +75,7 @@ conformance!(
     json_exact_load,
     load_accepts_any_json_layout,
     bus_frames,
+    an_edit_continues_above_the_callers_seq_floor,
     bus_frames_are_the_broadcast_serializer_byte_for_byte,
     bus_delivers_to_that_project_only,
     bus_ephemeral_has_seq_zero,
@@ -125,6 +126,7 @@ fn ctx_with(now_ms: i64, limits: &Limits) -> EditContext<'_> {
         origin: ORIGIN,
         now_ms,
         limits,
+        seq_floor: 0,
     }
 }
 
@@ -914,6 +916,7 @@ async fn bus_frames(hot: &Fixture) {
         origin: "conn-42",
         now_ms,
         limits: &LIMITS,
+        seq_floor: 0,
     };
 
     let body =
@@ -945,6 +948,25 @@ async fn bus_frames(hot: &Fixture) {
     expect_only_marker(hot, &mut rx, &p, "after-refused-edit").await;
 }
 
+/// An edit never gets a seq its caller has already seen, even when the store's seq went back.
+async fn an_edit_continues_above_the_callers_seq_floor(hot: &Fixture) {
+    let p = pid("p-floor");
+    open(hot, &p).await;
+    for i in 0..3 {
+        ok(hot, &p, create(rect(&format!("o{i}"))), 1_000 + i).await;
+    }
+    let mut ctx = ctx_with(2_000, &LIMITS);
+    ctx.seq_floor = 10;
+    let above = hot
+        .apply(&p, &update("o1", json!({"x": 5})), ctx)
+        .await
+        .unwrap();
+    assert_eq!(above.seq, 11, "the edit continues above the floor");
+    let next = ok(hot, &p, update("o1", json!({"x": 6})), 2_001).await;
+    assert_eq!(next.seq, 12, "and the store's seq continues from there");
+    assert_eq!(seq(hot, &p).await, 12);
+}
+
 /// The frames the store publishes are exactly [`Broadcast::to_text`]'s bytes (the Redis script writes its own,
 /// so without this test the two layouts could drift apart unnoticed while staying equal as JSON).
 async fn bus_frames_are_the_broadcast_serializer_byte_for_byte(hot: &Fixture) {
@@ -958,6 +980,7 @@ async fn bus_frames_are_the_broadcast_serializer_byte_for_byte(hot: &Fixture) {
         origin: "conn-7",
         now_ms,
         limits: &LIMITS,
+        seq_floor: 0,
     };
     let id = oid("o.1:x-y_Z");
 

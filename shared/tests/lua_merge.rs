@@ -143,6 +143,7 @@ impl Stores {
                 origin: "c1",
                 now_ms: 1,
                 limits: &self.limits,
+                seq_floor: 0,
             };
             store
                 .apply(project, edit, ctx)

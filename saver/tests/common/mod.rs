@@ -158,6 +158,7 @@ fn ctx() -> EditContext<'static> {
         origin: "test-conn",
         now_ms: canvas_shared::time::now_ms(),
         limits: &LIMITS,
+        seq_floor: 0,
     }
 }
 

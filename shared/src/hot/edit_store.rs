@@ -21,6 +21,9 @@ pub struct EditContext<'a> {
     pub origin: &'a str,
     pub now_ms: i64,
     pub limits: &'a Limits,
+    /// The highest `seq` the caller has seen for the project (0 when none): the edit gets a higher one, even
+    /// when the shared state's seq went back (a Redis that lost the tail of its log, or a promoted replica).
+    pub seq_floor: u64,
 }
 
 /// The result of an applied edit.

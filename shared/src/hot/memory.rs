@@ -265,7 +265,7 @@ impl EditStore for MemoryHotState {
             return Err(refuse(EditRefusal::ProjectTooLarge));
         }
         project.bytes = (project.bytes + after).saturating_sub(before);
-        project.seq += 1;
+        project.seq = project.seq.max(ctx.seq_floor) + 1;
         let seq = project.seq;
         let id = edit.object_id().clone();
         project.stamp = ctx.now_ms.max(project.stamp + 1);

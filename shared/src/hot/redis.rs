@@ -202,6 +202,7 @@ impl EditStore for RedisHotState {
             .arg(edit.if_version().map(|v| v.to_string()).unwrap_or_default())
             .arg(self.journal_len)
             .arg(ctx.limits.max_project_bytes)
+            .arg(ctx.seq_floor)
             .invoke_async(&mut self.conn.clone())
             .instrument(span)
             .await

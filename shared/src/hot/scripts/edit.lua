@@ -4,7 +4,7 @@
 --       update: patch JSON), 5 now ms, 6 `by` as JSON, 7 origin connection id, 8 max object bytes,
 --       9 max objects, 10 channel, 11 project id, 12 traceparent (may be empty),
 --       13 the version an update or delete requires (empty: unconditional), 14 journal length (0: no journal),
---       15 max project bytes
+--       15 max project bytes, 16 the highest seq the caller has seen for the project (its floor)
 -- Returns {status, version, seq, object JSON after a create or update}; status is ok | not_loaded | exists | not_found | too_large | too_many | bad_type |
 -- project_too_large | version_mismatch (then version is the object's current one)
 if redis.call('EXISTS', KEYS[3]) == 0 then return { 'not_loaded', 0, 0 } end
@@ -50,6 +50,13 @@ end
 if grows ~= 0 then redis.call('HINCRBY', KEYS[3], 'bytes', grows) end
 
 local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
+-- A seq at or below one the caller has already seen means Redis lost its tail (AOF, failover): continue above it,
+-- never hand out a seq twice.
+local floor = tonumber(ARGV[16]) or 0
+if seq <= floor then
+  seq = floor + 1
+  redis.call('HSET', KEYS[3], 'seq', seq)
+end
 -- The edit's stamp orders the durable writes of this id: strictly above every earlier stamp of the project, so
 -- a later edit always wins in DynamoDB whatever the clocks. A delete keeps its stamp until it is saved.
 local stamp = string.format('%d', math.max(tonumber(ARGV[5]),
