@@ -898,7 +898,7 @@ class Bench:
         report, _ = self.run_loadgen(
             "M-open-edit",
             ["--url", self.url(1), "--projects", projects, "--clients", 1, "--rate", 1, "--objects", 1,
-             "--duration", 3, "--warmup", 0, "--connect-timeout", 60, "--project-prefix", "idle-m"],
+             "--duration", 3, "--warmup", 0, "--connect-timeout", 20, "--project-prefix", "idle-m"],
             timeout=240,
         )
         res["connectionsHeld"] = report["connections"]["connectionsHeld"]
@@ -946,7 +946,7 @@ class Bench:
         report, _ = self.run_loadgen(
             "M-snapshot",
             ["--url", self.url(1), "--projects", 1, "--clients", 50, "--rate", 0, "--objects", 0,
-             "--duration", 5, "--warmup", 0, "--connect-timeout", 60, "--connect-concurrency", 50,
+             "--duration", 5, "--warmup", 0, "--connect-timeout", 20, "--connect-concurrency", 50,
              "--project-prefix", "big-m"],
             timeout=120,
         )
