@@ -197,3 +197,64 @@ async fn a_feed_with_a_bad_since_or_project_is_refused() {
         .unwrap();
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn a_viewer_may_follow_the_feed_and_a_stranger_may_not() {
+    let redis = RedisServer::start();
+    let g = spawn_gateway_with(
+        &redis.url(),
+        Options {
+            auth: common::jwt_auth(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let p = project("feed-roles");
+    let viewer = common::token("vic", json!({ p.clone(): "viewer" }));
+    let editor = common::token("eve", json!({ p.clone(): "editor" }));
+    let stranger = common::token("sam", json!({ "elsewhere": "editor" }));
+    let feed_status = |token: Option<String>| {
+        let url = g.http(&format!("/api/projects/{p}/changes?since=0"));
+        async move {
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let headers: Vec<(&str, &str)> = auth
+                .as_deref()
+                .map(|a| vec![("Authorization", a)])
+                .unwrap_or_default();
+            // The stream stays open; the head is all this needs.
+            let response = tokio::time::timeout(
+                Duration::from_millis(1500),
+                canvas_testkit::http_get(&url, &headers),
+            )
+            .await;
+            match response {
+                Ok(result) => result.unwrap().0,
+                Err(_) => 200,
+            }
+        }
+    };
+    assert_eq!(feed_status(None).await, 401, "no token");
+    assert_eq!(
+        feed_status(Some(stranger)).await,
+        403,
+        "not in the token's projects"
+    );
+
+    let bearer = format!("Bearer {viewer}");
+    let mut feed = Feed::open(&g, &p, "?since=0", &[("Authorization", &bearer)]).await;
+    let url = format!("{}?token={editor}", g.ws(&p));
+    let (mut writer, _) = WsClient::join(&url).await.unwrap();
+    let ack = writer
+        .request(json!({"type":"create","object":{"id":"seen","type":"rect"}}))
+        .await
+        .unwrap();
+    assert_eq!(ack["type"], "ack", "{ack}");
+    // A project no one has opened yet starts the feed with its (empty) snapshot.
+    let mut event = feed.next_edit().await;
+    if event.kind == "snapshot" {
+        event = feed.next_edit().await;
+    }
+    assert_eq!(event.kind, "created");
+    assert_eq!(event.data["object"]["id"], "seen");
+    assert_eq!(event.data["by"], "eve");
+}
