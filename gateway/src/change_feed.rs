@@ -5,23 +5,21 @@
 //! journal does not reach back. Live events come through the hub as for a socket, with the same bounded queue: a
 //! consumer that stops reading is dropped (the stream ends) rather than buffered without end.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use canvas_shared::protocol::snapshot_frame;
 use canvas_shared::ProjectId;
 use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 
-use crate::abuse::Admission;
-use crate::admission::admit;
+use crate::admission::Admitted;
 use crate::connection::outbox::{outbox, Outbound, OutboxReceiver};
 use crate::error::ApiError;
 use crate::http::parse_since;
@@ -34,15 +32,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub(crate) async fn changes(
     State(state): State<AppState>,
-    Extension(admission): Extension<Arc<Admission>>,
-    Path(raw_project): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    Admitted { project, query }: Admitted,
     headers: HeaderMap,
 ) -> Response {
-    let (project, _identity) = match admit(&state, &admission, &raw_project, &headers, &query) {
-        Ok(admitted) => admitted,
-        Err(e) => return e.into_response(),
-    };
     let last_event_id = headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("not text"));

@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 
 use crate::abuse::Admission;
-use crate::admission::admit;
+use crate::admission::{admit, Admitted};
 use crate::connection;
 use crate::connection::socket::{UpgradeRejection as WebSocketUpgradeRejection, WebSocketUpgrade};
 use crate::error::ApiError;
@@ -185,17 +185,7 @@ pub(crate) fn parse_since(raw: Option<&str>) -> Result<Option<u64>, ApiError> {
     .transpose()
 }
 
-async fn objects(
-    State(state): State<AppState>,
-    Extension(admission): Extension<std::sync::Arc<Admission>>,
-    Path(raw_project): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let (project, _identity) = match admit(&state, &admission, &raw_project, &headers, &query) {
-        Ok(admitted) => admitted,
-        Err(e) => return e.into_response(),
-    };
+async fn objects(State(state): State<AppState>, Admitted { project, .. }: Admitted) -> Response {
     match state.loader.shared_snapshot(&project).await {
         Ok(snapshot) => {
             let body = canvas_shared::protocol::objects_body(
