@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::Admitted;
 use crate::connection::outbox::{outbox, Outbound, OutboxReceiver};
 use crate::error::ApiError;
-use crate::http::parse_since;
 use crate::hub::Member;
-use crate::replay::{self, Replay};
+use crate::replay::parse_since;
+use crate::replay::Replay;
 use crate::state::AppState;
 
 /// A comment line at least this often keeps proxies and clients from timing the stream out.
@@ -131,7 +131,12 @@ impl Feed {
     /// From the journal when it covers `since`, else from a snapshot.
     async fn catch_up(&mut self, since: Option<u64>) -> Option<()> {
         if let Some(since) = since {
-            if let Some(replay) = replay::open_for_client(&self.state, &self.project, since).await {
+            if let Some(replay) = self
+                .state
+                .loader
+                .replay_for_client(&self.project, since)
+                .await
+            {
                 self.state.metrics.record_catch_up("feed", "journal");
                 self.at = Some(since);
                 self.replay = Some(replay);

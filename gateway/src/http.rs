@@ -20,6 +20,7 @@ use crate::connection;
 use crate::connection::socket::{UpgradeRejection as WebSocketUpgradeRejection, WebSocketUpgrade};
 use crate::error::ApiError;
 use crate::object_api::{self, WriteLimits};
+use crate::replay::parse_since;
 use crate::state::AppState;
 
 /// Read buffer per WebSocket. Idle sockets are the common case and tungstenite zero-fills the whole buffer,
@@ -173,16 +174,6 @@ async fn upgrade(
         .on_upgrade(move |socket| {
             connection::run(state, socket, project, identity, since, guard, tracked)
         })
-}
-
-/// A `since` (or `Last-Event-ID`) given as text: the seq a client already has.
-pub(crate) fn parse_since(raw: Option<&str>) -> Result<Option<u64>, ApiError> {
-    raw.map(|text| {
-        text.trim().parse::<u64>().map_err(|_| {
-            ApiError::BadRequest("`since` must be a non-negative integer (a seq)".into())
-        })
-    })
-    .transpose()
 }
 
 async fn objects(State(state): State<AppState>, Admitted { project, .. }: Admitted) -> Response {

@@ -19,6 +19,7 @@ use canvas_shared::{ErrorCode, ProjectId, Rejection};
 
 use crate::hub::Hub;
 use crate::metrics::GatewayMetrics;
+use crate::replay::Replay;
 
 /// Reads projects from the durable store into the hot state, one load per project at a time on this gateway.
 pub(crate) struct Loader {
@@ -46,6 +47,28 @@ struct SharedRead {
 }
 
 impl Loader {
+    /// A replay for a client that has the project up to `since`, loading the project first if the hot state does
+    /// not hold it. `None` when only a snapshot can bring the client up to date: the journal does not reach back,
+    /// the hot state cannot be read, or its `seq` is below one this gateway already saw (the snapshot path raises
+    /// it first).
+    pub(crate) async fn replay_for_client(
+        &self,
+        project: &ProjectId,
+        since: u64,
+    ) -> Option<Replay> {
+        let opened = match Replay::open(self.hot.as_ref(), project, since).await {
+            Err(HotError::NotLoaded) => {
+                self.ensure_loaded(project).await.ok()?;
+                Replay::open(self.hot.as_ref(), project, since).await
+            }
+            other => other,
+        };
+        opened
+            .ok()
+            .flatten()
+            .filter(|replay| replay.seq >= self.hub.last_seq(project))
+    }
+
     pub(crate) fn new(
         hot: Arc<dyn EditStore>,
         durable: Arc<dyn DurableStore>,

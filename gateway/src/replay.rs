@@ -5,7 +5,7 @@
 use canvas_shared::hot::{EditStore, HotError, JournalEntry, JOURNAL_PAGE};
 use canvas_shared::ProjectId;
 
-use crate::state::AppState;
+use crate::error::ApiError;
 
 /// Why a replay stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -77,24 +77,12 @@ impl Replay {
     }
 }
 
-/// A replay for a client that has the project up to `since`, loading the project first if the hot state does
-/// not hold it. `None` when only a snapshot can bring the client up to date: the journal does not reach back,
-/// the hot state cannot be read, or its `seq` is below one this gateway already saw (the snapshot path raises
-/// it first).
-pub(crate) async fn open_for_client(
-    state: &AppState,
-    project: &ProjectId,
-    since: u64,
-) -> Option<Replay> {
-    let opened = match Replay::open(state.hot.as_ref(), project, since).await {
-        Err(HotError::NotLoaded) => {
-            state.loader.ensure_loaded(project).await.ok()?;
-            Replay::open(state.hot.as_ref(), project, since).await
-        }
-        other => other,
-    };
-    opened
-        .ok()
-        .flatten()
-        .filter(|replay| replay.seq >= state.hub.last_seq(project))
+/// A `since` (or `Last-Event-ID`) given as text: the seq a client already has.
+pub(crate) fn parse_since(raw: Option<&str>) -> Result<Option<u64>, ApiError> {
+    raw.map(|text| {
+        text.trim().parse::<u64>().map_err(|_| {
+            ApiError::BadRequest("`since` must be a non-negative integer (a seq)".into())
+        })
+    })
+    .transpose()
 }

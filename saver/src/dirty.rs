@@ -1,9 +1,9 @@
-//! The dirty index as operators see it: read from the hot state at request time, bounded by a timeout, for
-//! `/metrics`' `dirtyProjects` and the Prometheus dirty gauges alike.
+//! The dirty index and the residency figures as operators see them: read from the hot state at request time,
+//! bounded by a timeout, for `/metrics` (`dirtyProjects`, `memory`) and the Prometheus gauges alike.
 
 use std::time::Duration;
 
-use canvas_shared::hot::{DirtySummary, HotError, SaveQueue};
+use canvas_shared::hot::{DirtySummary, HotError, Residency, SaveQueue};
 
 /// How long `GET /metrics` (and `/metrics/prometheus`) waits for the dirty index.
 pub(crate) const DIRTY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -22,5 +22,17 @@ pub(crate) async fn read_dirty(hot: &dyn SaveQueue) -> Result<DirtySummary, Dirt
     match tokio::time::timeout(DIRTY_TIMEOUT, hot.dirty_summary()).await {
         Ok(summary) => Ok(summary?),
         Err(_) => Err(DirtyUnreadable::TimedOut),
+    }
+}
+
+/// How many of the biggest projects are reported.
+pub(crate) const BIGGEST_PROJECTS: usize = 10;
+
+/// Resident projects, evictions, cold loads, Redis memory and the biggest projects, read now.
+pub(crate) async fn read_residency(hot: &dyn SaveQueue) -> Result<Residency, String> {
+    match tokio::time::timeout(DIRTY_TIMEOUT, hot.residency(BIGGEST_PROJECTS)).await {
+        Ok(Ok(residency)) => Ok(residency),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the hot state did not answer in time".into()),
     }
 }

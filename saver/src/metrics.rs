@@ -135,9 +135,6 @@ pub struct MemoryFigures {
     pub error: Option<String>,
 }
 
-/// How many of the biggest projects are reported.
-pub(crate) const BIGGEST_PROJECTS: usize = 10;
-
 /// The whole `GET /metrics` document.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -415,7 +412,7 @@ pub(crate) async fn document(metrics: &Metrics, hot: &dyn SaveQueue) -> MetricsD
         Ok(summary) => DirtyProjects::from_summary(summary),
         Err(e) => DirtyProjects::unavailable(e.to_string()),
     };
-    let residency = read_residency(hot).await;
+    let residency = crate::dirty::read_residency(hot).await;
     MetricsDoc {
         auto_save: metrics.auto_save(),
         dirty_projects,
@@ -424,14 +421,6 @@ pub(crate) async fn document(metrics: &Metrics, hot: &dyn SaveQueue) -> MetricsD
 }
 
 /// What the hot state holds now, waiting as long as for the dirty index.
-pub(crate) async fn read_residency(hot: &dyn SaveQueue) -> Result<Residency, String> {
-    match tokio::time::timeout(crate::dirty::DIRTY_TIMEOUT, hot.residency(BIGGEST_PROJECTS)).await {
-        Ok(Ok(residency)) => Ok(residency),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("the hot state did not answer in time".into()),
-    }
-}
-
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }

@@ -274,7 +274,7 @@ pub(crate) async fn render(
             tracing::warn!(error = %e, "dirty index unreadable for a Prometheus scrape");
         }
     }
-    match crate::metrics::read_residency(hot).await {
+    match crate::dirty::read_residency(hot).await {
         Ok(residency) => {
             let gauge = |value: u64| {
                 let g = Gauge::<i64>::default();

@@ -1,6 +1,6 @@
 //! The cause of a store failure, kept as the error that happened rather than flattened into text.
 //!
-//! Store errors ([`HotError`](crate::hot::HotError), [`DurableError`](crate::durable::DurableError)) are cloned into
+//! Store errors (the hot state's and the durable store's) are cloned into
 //! metrics, logs and replies, so their payload must be cheap to clone; it must also keep the original error, so
 //! that a log shows its whole source chain and a caller that needs to can downcast it instead of reading its text.
 

@@ -14,7 +14,6 @@ use super::outbox::{Outbound, OutboxReceiver};
 use super::reader::error_frame;
 use super::seq_order::{Frame, Sequencer};
 use super::{close_code, sleep_until, Conn};
-use crate::replay;
 use crate::state::AppState;
 
 /// A snapshot with more object bytes than this is written in fragments (see [`socket::send_fragmented`]).
@@ -164,7 +163,7 @@ impl<'a> Writer<'a> {
     /// fed, which the snapshot that follows supersedes) when the journal cannot cover them.
     async fn resume(&mut self, since: u64, req_id: Option<&str>) -> Step<Option<Vec<Utf8Bytes>>> {
         let (state, conn) = (self.state, self.conn);
-        let Some(mut replay) = replay::open_for_client(state, &conn.project, since).await else {
+        let Some(mut replay) = state.loader.replay_for_client(&conn.project, since).await else {
             return Ok(None);
         };
         loop {
