@@ -6,17 +6,10 @@
 mod common;
 
 use canvas_testkit::{http_get, RedisServer, WsClient};
-use common::{project, spawn_gateway, spawn_gateway_with, start_saver, Options, TestGateway};
+use common::{
+    project, spawn_gateway, spawn_gateway_with, start_saver, update_o1, Options, TestGateway,
+};
 use serde_json::{json, Value};
-
-async fn update(client: &mut WsClient, n: u64) -> u64 {
-    let ack = client
-        .request(json!({"type":"update","id":"o1","patch":{"n":n}}))
-        .await
-        .unwrap();
-    assert_eq!(ack["type"], "ack", "{ack}");
-    ack["seq"].as_u64().unwrap()
-}
 
 /// Joins and creates `o1`; returns the client and the create's seq.
 async fn join_with_object(g: &TestGateway, p: &str) -> (WsClient, u64) {
@@ -57,11 +50,11 @@ async fn resume_after_missed_edits_sends_exactly_those_in_order_and_no_snapshot(
     let (mut leaving, snapshot) = WsClient::join(&g1.ws(&p)).await.unwrap();
     let since = snapshot["seq"].as_u64().unwrap();
     // Its own last edit before it drops is among what it gets back.
-    let own = update(&mut leaving, 1000).await;
+    let own = update_o1(&mut leaving, 1000).await;
     leaving.close().await;
     let mut last = own;
     for n in 0..19 {
-        last = update(&mut editor, n).await;
+        last = update_o1(&mut editor, n).await;
     }
 
     let mut back = WsClient::connect(&format!("{}?since={since}", g1.ws(&p)))
@@ -81,7 +74,7 @@ async fn resume_after_missed_edits_sends_exactly_those_in_order_and_no_snapshot(
     assert!(end["clientId"].is_string(), "{end}");
 
     // Live edits follow, with no gap and nothing twice; then a `resync` with `since` replays from there.
-    let next = update(&mut editor, 99).await;
+    let next = update_o1(&mut editor, 99).await;
     let live = back.recv_type("updated").await.unwrap();
     assert_eq!(live["seq"], next);
     back.send(&json!({"type":"resync","reqId":"again","since":last - 5}))
@@ -119,7 +112,7 @@ async fn resume_from_beyond_the_journal_or_above_the_project_gets_a_snapshot() {
     let mut last = first;
     // Enough that even `MAXLEN ~` (which trims whole stream nodes of 100 entries) has dropped the first ones.
     for n in 0..250 {
-        last = update(&mut editor, n).await;
+        last = update_o1(&mut editor, n).await;
     }
 
     let mut behind = WsClient::connect(&format!("{}?since={first}", g.ws(&p)))
@@ -262,7 +255,7 @@ async fn a_seq_from_before_redis_lost_the_project_resumes_with_a_snapshot() {
     let g = spawn_gateway(&redis.url()).await;
     let p = project("lost");
     let (mut client, _) = join_with_object(&g, &p).await;
-    let last = update(&mut client, 1).await;
+    let last = update_o1(&mut client, 1).await;
     client.close().await;
     // Nothing was saved: the reload has none of it, at a seq no lower than the one the client saw.
     redis.cli(&["FLUSHALL"]);

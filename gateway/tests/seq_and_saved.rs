@@ -7,17 +7,8 @@ mod common;
 use std::time::Duration;
 
 use canvas_testkit::{http_get, RedisServer, WsClient};
-use common::{project, spawn_gateway, start_saver};
+use common::{project, spawn_gateway, start_saver, update_o1};
 use serde_json::{json, Value};
-
-async fn edit(client: &mut WsClient, n: u64) -> u64 {
-    let ack = client
-        .request(json!({"type":"update","id":"o1","patch":{"n":n}}))
-        .await
-        .unwrap();
-    assert_eq!(ack["type"], "ack", "{ack}");
-    ack["seq"].as_u64().unwrap()
-}
 
 /// Joins and creates `o1`, then edits it until the project's seq is `edits + 1`.
 async fn join_and_edit(url: &str, edits: u64) -> (WsClient, u64) {
@@ -28,7 +19,7 @@ async fn join_and_edit(url: &str, edits: u64) -> (WsClient, u64) {
         .unwrap();
     let mut seq = ack["seq"].as_u64().unwrap();
     for n in 0..edits {
-        seq = edit(&mut client, n).await;
+        seq = update_o1(&mut client, n).await;
     }
     (client, seq)
 }
@@ -100,7 +91,7 @@ async fn after_redis_loses_a_project_a_gateway_with_no_room_for_it_resumes_above
         snapshot["seq"]
     );
     assert!(
-        edit(&mut client, 99).await > seq,
+        update_o1(&mut client, 99).await > seq,
         "a new edit gets a new seq"
     );
 }
@@ -117,7 +108,7 @@ async fn after_redis_loses_a_project_its_seq_resumes_above_what_clients_saw() {
     // Edits after the save: seen by the client, never saved.
     let mut seen = saved;
     for n in 0..3 {
-        seen = edit(&mut client, 100 + n).await;
+        seen = update_o1(&mut client, 100 + n).await;
     }
 
     redis.cli(&["FLUSHALL"]);
@@ -131,7 +122,7 @@ async fn after_redis_loses_a_project_its_seq_resumes_above_what_clients_saw() {
         "resumed at {} below the seen seq {seen}",
         resync["seq"]
     );
-    assert!(edit(&mut client, 7).await > seen);
+    assert!(update_o1(&mut client, 7).await > seen);
 }
 
 #[tokio::test]
@@ -143,7 +134,7 @@ async fn an_edit_right_after_a_seq_rollback_never_reuses_a_seq() {
 
     // The hot state goes back behind the gateway's back, and the very next thing is an edit (no resync between).
     redis.cli(&["HSET", &format!("canvas:{{{p}}}:meta"), "seq", "2"]);
-    let next = edit(&mut client, 60).await;
+    let next = update_o1(&mut client, 60).await;
     assert!(next > seen, "seq {next} handed out again after {seen}");
 }
 
@@ -165,7 +156,7 @@ async fn a_rolled_back_seq_is_raised_before_any_client_sees_it() {
         "a snapshot went back from {seen} to {}",
         resync["seq"]
     );
-    let next = edit(&mut client, 50).await;
+    let next = update_o1(&mut client, 50).await;
     assert!(next > seen, "seq {next} reused after {seen}");
     let (_, other) = WsClient::join(&a.ws(&p)).await.unwrap();
     assert!(other["seq"].as_u64().unwrap() >= next);

@@ -232,3 +232,13 @@ pub async fn refused(url: &str, headers: &[(&str, &str)]) -> (u16, serde_json::V
         Err(refusal) => refusal,
     }
 }
+
+/// Updates object `o1` with `{"n": n}`, which must be acked; returns the ack's seq.
+pub async fn update_o1(client: &mut canvas_testkit::WsClient, n: u64) -> u64 {
+    let ack = client
+        .request(serde_json::json!({"type":"update","id":"o1","patch":{"n":n}}))
+        .await
+        .unwrap();
+    assert_eq!(ack["type"], "ack", "{ack}");
+    ack["seq"].as_u64().unwrap()
+}
