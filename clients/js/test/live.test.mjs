@@ -281,16 +281,27 @@ describe('sequence rules', () => {
   test('resume: a reconnect with since gets the missed edits and caught_up, no snapshot', async () => {
       const tap = tappedWebSocket();
       const project = projectId('resume');
-      const doc = await join({ url: [g1.url, g2.url], projectId: project, WebSocket: tap.WebSocket });
+      // The reconnect asks for a token first: holding that back keeps the client away until both edits are made.
+      let gate = Promise.resolve();
+      let release = () => {};
+      const token = async () => {
+        await gate;
+        return makeToken('alice');
+      };
+      const doc = await join({ url: [g1.url, g2.url], projectId: project, WebSocket: tap.WebSocket, token });
       await doc.create({ id: 'r', type: 'rect' });
       const other = await join({ url: g2.url, projectId: project });
       const changes = [];
       const syncs = [];
       doc.on('change', (e) => changes.push(e));
       doc.on('sync', (e) => syncs.push(e));
+      gate = new Promise((resolve) => {
+        release = resolve;
+      });
       tap.sockets[0].cut();
       await other.update('r', { x: 1 });
       await other.create({ id: 'r2', type: 'rect' });
+      release();
       await eventually('live again', () => doc.status === 'live' && doc.seq === 3);
       // `saved` watermarks come whenever the saver finishes a pass: they are not part of the replay.
       const replayed = tap.received.filter((f) => f.type !== 'saved');
