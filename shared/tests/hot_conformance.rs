@@ -15,8 +15,8 @@ use std::time::Duration;
 use canvas_shared::hot::memory::MemoryHotState;
 use canvas_shared::hot::redis::RedisHotState;
 use canvas_shared::hot::{
-    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, Eviction,
-    HotError, HotStore, JournalPage, LeaseClock, DEFAULT_JOURNAL_LEN,
+    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, ClaimCursor, DirtySummary, EditContext,
+    Eviction, HotError, HotStore, JournalPage, LeaseClock, PageBounds, DEFAULT_JOURNAL_LEN,
 };
 use canvas_shared::ids::ProjectId;
 use canvas_shared::object::{merge_patch, Edit};
@@ -85,6 +85,7 @@ conformance!(
     claim_finds_dirty_projects_behind_many_leased_ones,
     claim_oldest_first_and_exclusive,
     read_claim_upserts_and_deletes,
+    read_claim_pages_are_bounded_and_hold_each_id_once,
     edit_during_claim_is_not_lost,
     complete_claim_clears,
     abandon_claim_restores,
@@ -1297,6 +1298,108 @@ async fn read_claim_upserts_and_deletes(hot: &Fixture) {
     // Reading is repeatable (a retried save reads the same).
     let again = hot.read_claim(&claims[0]).await.unwrap();
     assert_eq!(ids(&again), ["disk1", "disk2", "gone", "new1"]);
+}
+
+/// A claim of 5,000 changed ids (some deleted, some big) read page by page: every id comes exactly once, each page
+/// keeps to its bounds, a cursor reads the same page again, and an edit made between pages stays out of the claim.
+async fn read_claim_pages_are_bounded_and_hold_each_id_once(hot: &Fixture) {
+    let p = pid("p-paged");
+    open(hot, &p).await;
+    let mut now = 1_000;
+    for i in 0..5_000 {
+        let mut body = rect(&format!("o{i:04}"));
+        if i % 10 == 0 {
+            body["pad"] = json!("x".repeat(8 * 1024));
+        }
+        ok(hot, &p, create(body), now).await;
+        now += 1;
+    }
+    for i in (0..5_000).step_by(7) {
+        ok(hot, &p, delete(&format!("o{i:04}")), now).await;
+        now += 1;
+    }
+    let claims = claim(hot, "s1", 10, now).await;
+    assert_eq!(projects_of(&claims), ["p-paged"]);
+
+    for bounds in [
+        PageBounds::DEFAULT,
+        PageBounds {
+            max_items: 1000,
+            max_bytes: 256 * 1024,
+        },
+        PageBounds {
+            max_items: 333,
+            max_bytes: 1,
+        },
+    ] {
+        let mut seen = BTreeMap::new();
+        let mut cursor = ClaimCursor::default();
+        let mut pages = 0;
+        loop {
+            let page = hot
+                .read_claim_page(&claims[0], &cursor, bounds)
+                .await
+                .expect("read a page");
+            let again = hot
+                .read_claim_page(&claims[0], &cursor, bounds)
+                .await
+                .expect("read the page again");
+            assert_eq!(
+                ids(&page.changes),
+                ids(&again.changes),
+                "a cursor reads the same page"
+            );
+            pages += 1;
+            let items = page.changes.len();
+            assert!(
+                (1..=bounds.max_items).contains(&items),
+                "{items} ids in a page bounded at {bounds:?}"
+            );
+            assert!(
+                items == 1 || page.changes.bytes() <= bounds.max_bytes,
+                "{} bytes in a page of {items} bounded at {bounds:?}",
+                page.changes.bytes()
+            );
+            if bounds.max_bytes == 1 {
+                assert!(
+                    page.changes.upserts.len() <= 1,
+                    "one object a page when each is over the byte bound"
+                );
+            }
+            for o in &page.changes.upserts {
+                assert!(
+                    seen.insert(o.id.to_string(), true).is_none(),
+                    "{} twice",
+                    o.id
+                );
+            }
+            for t in &page.changes.deletes {
+                assert!(
+                    seen.insert(t.id.to_string(), false).is_none(),
+                    "{} twice",
+                    t.id
+                );
+            }
+            if pages == 2 {
+                // An edit between pages starts the next claim's changes, never this one's.
+                ok(hot, &p, create(rect("late")), now).await;
+            }
+            match page.next {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 5_000, "every id of the claim, with {bounds:?}");
+        for i in 0..5_000 {
+            assert_eq!(
+                seen[&format!("o{i:04}")],
+                i % 7 != 0,
+                "o{i:04} with {bounds:?}"
+            );
+        }
+        assert!(pages >= 5, "{pages} pages with {bounds:?}");
+        ok(hot, &p, delete("late"), now).await;
+    }
 }
 
 async fn edit_during_claim_is_not_lost(hot: &Fixture) {

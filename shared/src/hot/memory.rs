@@ -1,7 +1,8 @@
 //! The in-memory hot state of the one-process dev mode: the same semantics as Redis (atomic edits, `seq`,
 //! changed-sets, dirty index, leases, fan-out between connections), held under one mutex.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use async_trait::async_trait;
@@ -11,9 +12,9 @@ use tokio::sync::mpsc;
 use super::keys::ProjectKeys;
 use super::save_queue::SAVED_ORIGIN;
 use super::{
-    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
-    EditStore, Eviction, HotError, IdempotencyClaim, JournalEntry, JournalPage, LeaseClock,
-    Reachable, Residency, SaveQueue, Snapshot, DEFAULT_JOURNAL_LEN,
+    Applied, Bus, BusEvent, BusMessage, Claim, ClaimCursor, ClaimPage, DirtySummary, EditContext,
+    EditRefusal, EditStore, Eviction, HotError, IdempotencyClaim, JournalEntry, JournalPage,
+    LeaseClock, PageBounds, Reachable, Residency, SaveQueue, Snapshot, DEFAULT_JOURNAL_LEN,
 };
 use crate::ids::{ObjectId, ProjectId};
 use crate::object::{merge_patch, Edit, VERSION_FIELD};
@@ -31,7 +32,8 @@ struct Project {
     /// Stamp of each object's last edit; a delete's stays until the delete is saved.
     mtimes: HashMap<ObjectId, i64>,
     changed: HashSet<ObjectId>,
-    saving: HashSet<ObjectId>,
+    /// Ordered, so that a paged read can resume after the last id it returned.
+    saving: BTreeSet<ObjectId>,
     /// (token, since) of the current claim.
     lease: Option<(String, i64)>,
     /// The last applied edits, oldest first (the Redis stream's entries).
@@ -561,26 +563,49 @@ impl SaveQueue for MemoryHotState {
         Ok(claims)
     }
 
-    async fn read_claim(&self, claim: &Claim) -> Result<ChangeSet, HotError> {
+    async fn read_claim_page(
+        &self,
+        claim: &Claim,
+        cursor: &ClaimCursor,
+        bounds: PageBounds,
+    ) -> Result<ClaimPage, HotError> {
         let state = lock(&self.inner.state);
-        let mut changes = ChangeSet::default();
+        let mut page = ClaimPage::default();
         let Some(project) = state.projects.get(&claim.project) else {
-            return Ok(changes);
+            return Ok(page);
         };
-        for id in &project.saving {
-            match project.objects.get(id) {
-                Some(body) => changes.upserts.push(StoredObject {
+        // The cursor is the last id returned (empty: start); the saving-set is ordered.
+        let after = ObjectId::parse(cursor.0.as_str()).ok();
+        let rest = match &after {
+            Some(id) => project
+                .saving
+                .range((Bound::Excluded(id), Bound::Unbounded)),
+            None => project.saving.range::<ObjectId, _>(..),
+        };
+        let (mut items, mut bytes, mut last) = (0, 0, None);
+        for id in rest {
+            let json = project.objects.get(id).map(to_json);
+            let size = json.as_ref().map_or(0, String::len);
+            if items >= bounds.max_items.max(1) || (items > 0 && bytes + size > bounds.max_bytes) {
+                page.next = last.map(|last: &ObjectId| ClaimCursor(last.to_string()));
+                break;
+            }
+            items += 1;
+            bytes += size;
+            last = Some(id);
+            match json {
+                Some(json) => page.changes.upserts.push(StoredObject {
                     id: id.clone(),
-                    json: to_json(body),
+                    json,
                     updated_at: project.mtimes.get(id).copied().unwrap_or(0),
                 }),
-                None => changes.deletes.push(Tombstone {
+                None => page.changes.deletes.push(Tombstone {
                     id: id.clone(),
                     stamp: project.mtimes.get(id).copied().unwrap_or(project.stamp),
                 }),
             }
         }
-        Ok(changes)
+        Ok(page)
     }
 
     async fn renew_claim(&self, claim: &Claim, lease_ms: u64) -> Result<bool, HotError> {

@@ -26,7 +26,10 @@ use crate::error::{ErrorCode, Rejection};
 pub use edit_store::{
     Applied, Bus, BusEvent, BusMessage, EditContext, EditStore, IdempotencyClaim, Snapshot,
 };
-pub use save_queue::{ChangeSet, Claim, DirtySummary, Eviction, Residency, SaveQueue};
+pub use save_queue::{
+    ChangeSet, Claim, ClaimCursor, ClaimPage, DirtySummary, Eviction, PageBounds, Residency,
+    SaveQueue,
+};
 
 /// What a client is told when an edit's outcome is unknown.
 pub const OUTCOME_UNKNOWN_MESSAGE: &str =

@@ -558,13 +558,31 @@ impl SaveQueue for RedisHotState {
             .collect())
     }
 
-    async fn read_claim(&self, claim: &Claim) -> Result<ChangeSet, HotError> {
+    async fn read_claim_page(
+        &self,
+        claim: &Claim,
+        cursor: &super::ClaimCursor,
+        bounds: super::PageBounds,
+    ) -> Result<super::ClaimPage, HotError> {
         let keys = ProjectKeys::new(&claim.project);
-        let (ids, jsons, mtimes): (Vec<String>, Vec<Option<String>>, Vec<Option<i64>>) = READ_CLAIM
+        // The cursor is "<SSCAN cursor> <ids of its batch already read>", as the script returned it.
+        let (scan, skip) = cursor.0.split_once(' ').unwrap_or(("0", "0"));
+        type Reply = (
+            String,
+            u64,
+            Vec<String>,
+            Vec<Option<String>>,
+            Vec<Option<i64>>,
+        );
+        let (next, next_skip, ids, jsons, mtimes): Reply = READ_CLAIM
             .key(&keys.saving)
             .key(&keys.objects)
             .key(&keys.mtimes)
             .key(&keys.meta)
+            .arg(scan)
+            .arg(skip)
+            .arg(bounds.max_items.max(1))
+            .arg(bounds.max_bytes)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -583,7 +601,8 @@ impl SaveQueue for RedisHotState {
                 None => changes.deletes.push(Tombstone { id, stamp }),
             }
         }
-        Ok(changes)
+        let next = (!next.is_empty()).then(|| super::ClaimCursor(format!("{next} {next_skip}")));
+        Ok(super::ClaimPage { changes, next })
     }
 
     async fn renew_claim(&self, claim: &Claim, lease_ms: u64) -> Result<bool, HotError> {

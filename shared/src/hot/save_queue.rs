@@ -37,6 +37,45 @@ impl ChangeSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Object JSON bytes it holds (what a page is bounded by, besides its item count).
+    pub fn bytes(&self) -> usize {
+        self.upserts.iter().map(|o| o.json.len()).sum()
+    }
+}
+
+/// How much one page of a claim's changes may hold: at most `max_items` ids, and no more object JSON than
+/// `max_bytes`, except that a page always holds at least one id (so one object bigger than the bound still moves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageBounds {
+    pub max_items: usize,
+    pub max_bytes: usize,
+}
+
+impl PageBounds {
+    /// What the saver reads at once by default: 1000 ids, 4 MiB of JSON.
+    pub const DEFAULT: PageBounds = PageBounds {
+        max_items: 1000,
+        max_bytes: 4 << 20,
+    };
+}
+
+impl Default for PageBounds {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Where a paged read of a claim's changes stands. Opaque to callers: each store writes its own position into it.
+/// [`ClaimCursor::default`] starts at the beginning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimCursor(pub(super) String);
+
+/// One page of a claim's changes, and where the next one starts (`None`: this was the last).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimPage {
+    pub changes: ChangeSet,
+    pub next: Option<ClaimCursor>,
 }
 
 /// The dirty index at a glance (for metrics).
@@ -91,9 +130,33 @@ pub trait SaveQueue: Reachable {
         lease_ms: u64,
     ) -> Result<Vec<Claim>, HotError>;
 
-    /// The current state of every object in the claim's changed-set; a deleted one as a tombstone with the stamp of
-    /// its delete.
-    async fn read_claim(&self, claim: &Claim) -> Result<ChangeSet, HotError>;
+    /// One page of the current state of the objects in the claim's changed-set, starting at `cursor`; a deleted one
+    /// as a tombstone with the stamp of its delete. Reading every page from the default cursor on yields each id of
+    /// the claim once, each page within `bounds`; the same cursor reads the same page again (a retried save).
+    async fn read_claim_page(
+        &self,
+        claim: &Claim,
+        cursor: &ClaimCursor,
+        bounds: PageBounds,
+    ) -> Result<ClaimPage, HotError>;
+
+    /// Every page of the claim at once. For tests and tools with small claims: the saver reads page by page, so
+    /// that a big claim is never in memory whole.
+    async fn read_claim(&self, claim: &Claim) -> Result<ChangeSet, HotError> {
+        let mut all = ChangeSet::default();
+        let mut cursor = ClaimCursor::default();
+        loop {
+            let page = self
+                .read_claim_page(claim, &cursor, PageBounds::DEFAULT)
+                .await?;
+            all.upserts.extend(page.changes.upserts);
+            all.deletes.extend(page.changes.deletes);
+            match page.next {
+                Some(next) => cursor = next,
+                None => return Ok(all),
+            }
+        }
+    }
 
     /// Extends the lease to `lease_ms` from the store's clock's now; false when the claim was taken over (the
     /// caller must stop writing).
