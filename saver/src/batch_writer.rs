@@ -73,6 +73,8 @@ pub(crate) struct WriteReport {
     pub(crate) refused: Vec<RefusedObject>,
     pub(crate) requests: u64,
     pub(crate) retries: u64,
+    /// Set when the store looked down or missing: later writes of the pass are not worth starting.
+    pub(crate) stopped: Option<StopReason>,
 }
 
 /// Orders writes into requests: at most [`MAX_BATCH_ITEMS`] each, no key twice in one request (a repeated key
@@ -314,6 +316,7 @@ pub(crate) async fn write_all(
             .unwrap_or_else(|e| e.into_inner()),
         requests: shared.requests.into_inner(),
         retries: shared.retries.into_inner(),
+        stopped: shared.abort.into_inner().unwrap_or_else(|e| e.into_inner()),
     }
 }
 

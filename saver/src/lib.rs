@@ -28,6 +28,7 @@ mod batch_writer;
 mod config;
 mod dirty;
 mod eviction;
+mod group;
 mod grpc;
 mod http;
 mod lease;

@@ -1,19 +1,23 @@
 //! One save pass, the middle of the write path: the save loop (`save_loop.rs`) runs one every interval, and
 //! its writes go out through the batch writer ([`crate::batch_writer`]). A pass claims dirty projects (oldest
-//! first, until none is left or the per-pass cap), reads what changed in each claim, writes it (Put for live
-//! objects, Delete for deleted ones), then completes each claim that was fully written, puts back each one that
-//! failed, and leaves alone each one whose lease another saver took over. The outcome feeds the metrics.
+//! first, until none is left or the per-pass cap), then goes through them one bounded group at a time
+//! ([`crate::group`]): it reads the group's pages of changes, writes them (Put for live objects, Delete for deleted
+//! ones), and releases each claim whose last page is written: it completes each one that was fully written, puts
+//! back each one that failed, and leaves alone each one whose lease another saver took over. The outcome feeds the
+//! metrics.
 //!
 //! Why a pass is shaped like this: the claim moves the changed-set aside atomically, so an edit that lands while
 //! the pass runs starts a new changed-set and re-marks the project dirty, and a later pass saves it. A claim is
-//! only completed (its saving-set dropped) after every one of its writes succeeded; anything else puts the ids back.
+//! only completed (its saving-set dropped) after every one of its writes succeeded, in whatever groups they went;
+//! anything else puts all of its ids back. Groups keep the saver's memory bounded however big the pass or a
+//! project is: nothing of the next group is read before the current one is written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use canvas_shared::durable::{DurableStore, ItemWrite, WriteOp};
-use canvas_shared::hot::{ChangeSet, Claim, HotError, SaveQueue};
+use canvas_shared::durable::DurableStore;
+use canvas_shared::hot::{Claim, SaveQueue};
 use canvas_shared::ids::{ObjectId, ProjectId};
 use canvas_shared::time::now_ms;
 use futures_util::StreamExt;
@@ -22,13 +26,14 @@ use tracing::Instrument;
 
 use crate::batch_writer::{self, BatchSettings, ProjectWrites, WriteReport};
 use crate::config::SaverSettings;
+use crate::group::{self, Group, Job};
 use crate::lease::{LeaseState, Leases};
 use crate::report::PassOutcome;
 use crate::save_error::SaveError;
 
 /// Projects asked for per claim call (the claim script is one atomic step; keep each short).
 const CLAIM_CHUNK: usize = 100;
-/// Claims read from / finished in the hot state at once.
+/// Claims finished in the hot state at once.
 const HOT_CONCURRENCY: usize = 16;
 
 /// What one pass needs.
@@ -80,19 +85,6 @@ async fn claim_all(ctx: &PassContext, outcome: &mut PassOutcome) -> Vec<Claim> {
     claims
 }
 
-fn to_writes(claim: &Claim, changes: ChangeSet) -> Vec<ItemWrite> {
-    let mut writes = Vec::with_capacity(changes.len());
-    writes.extend(changes.upserts.into_iter().map(|object| ItemWrite {
-        project: claim.project.clone(),
-        op: WriteOp::Put(object),
-    }));
-    writes.extend(changes.deletes.into_iter().map(|tombstone| ItemWrite {
-        project: claim.project.clone(),
-        op: WriteOp::Delete(tombstone),
-    }));
-    writes
-}
-
 /// How one project's save ended.
 #[derive(Debug, Clone)]
 enum Ending {
@@ -131,40 +123,9 @@ pub(crate) async fn run_pass(ctx: &PassContext) -> PassOutcome {
         .await
 }
 
-/// One claimed project through the pass.
-struct Job {
-    claim: Claim,
-    span: tracing::Span,
-    /// Items to write.
-    objects: usize,
-}
-
-impl Job {
-    fn new(claim: Claim) -> Self {
-        Self {
-            span: tracing::info_span!(
-                "save_project",
-                project = %claim.project,
-                objects = tracing::field::Empty,
-                retries = tracing::field::Empty,
-                outcome = tracing::field::Empty,
-            ),
-            claim,
-            objects: 0,
-        }
-    }
-}
-
-/// The claims whose changes were read: those to write, with their writes, and those already decided.
-#[derive(Default)]
-struct Sorted {
-    to_write: Vec<Job>,
-    writes: Vec<ItemWrite>,
-    decided: Vec<(Job, Ending)>,
-}
-
-/// The steps of a pass that claimed something: read every claim, write what changed, decide each claim's ending,
-/// release the claims, and count it all in the outcome.
+/// The steps of a pass that claimed something: one group at a time, read the group's pages, write them, and
+/// release every claim whose last page is written (or that failed or was lost on the way); then count it all in
+/// the outcome.
 async fn save_claims(
     ctx: &PassContext,
     claims: Vec<Claim>,
@@ -178,20 +139,43 @@ async fn save_claims(
         started,
     ));
     let _keep_alive = leases.keep_alive();
-    let jobs = claims.into_iter().map(Job::new).collect();
-    let sorted = sort_reads(read_changes(ctx, jobs).await);
-    let report = write_changes(ctx, &leases, &sorted.to_write, sorted.writes).await;
-    outcome.objects = report.items_written;
-    outcome.puts = report.puts;
-    outcome.deletes = report.deletes;
-    outcome.superseded = report.superseded;
-    outcome.refused = report.refused.clone();
-    outcome.requests = report.requests;
-    outcome.retries = report.retries;
-    let mut endings = sorted.decided;
-    endings.extend(decide_endings(&leases, sorted.to_write, &report));
-    let held_back = held_back_by_project(&report);
-    let finished = release_claims(ctx, &leases, endings, &held_back).await;
+    let mut jobs: Vec<Job> = claims.into_iter().map(Job::new).collect();
+    let mut pending: VecDeque<usize> = (0..jobs.len()).collect();
+    let mut finished = Vec::with_capacity(jobs.len());
+    while !pending.is_empty() {
+        let group = group::read_group(ctx.hot.as_ref(), &mut jobs, &mut pending).await;
+        let report = write_group(ctx, &leases, &jobs, &group).await;
+        let stopped = report.stopped.clone();
+        absorb(&mut outcome, &mut jobs, &group, report);
+        // A claim is done once read through, failed or lost: release it now rather than at the end of the pass.
+        let mut done: Vec<usize> = group
+            .members
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let job = &jobs[i];
+                job.cursor.is_none()
+                    || job.written.error.is_some()
+                    || leases.state(&job.claim.project) != Some(LeaseState::Held)
+            })
+            .collect();
+        pending.retain(|i| !done.contains(i));
+        if let Some(reason) = stopped {
+            // The store looks down or missing: the claims not written yet are put back without trying.
+            for i in pending.drain(..) {
+                jobs[i].failed = Some(SaveError::NotAttempted(reason.clone()));
+                done.push(i);
+            }
+        }
+        let endings = done
+            .into_iter()
+            .map(|i| {
+                let ending = ending_of_job(&leases, &jobs[i]);
+                (Finished::take(&mut jobs[i]), ending)
+            })
+            .collect();
+        finished.extend(release_claims(ctx, &leases, endings).await);
+    }
     tally(&mut outcome, finished);
     outcome.at = now_ms();
     outcome.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -199,125 +183,121 @@ async fn save_claims(
     outcome
 }
 
-/// Reads every claim's changes (claim order, i.e. oldest first, is kept for writing).
-async fn read_changes(
-    ctx: &PassContext,
-    jobs: Vec<Job>,
-) -> Vec<(Job, Result<ChangeSet, HotError>)> {
-    futures_util::stream::iter(jobs.into_iter().map(|job| async {
-        let span = tracing::info_span!(
-            parent: &job.span,
-            "read_changes",
-            upserts = tracing::field::Empty,
-            deletes = tracing::field::Empty,
-        );
-        let changes = ctx
-            .hot
-            .read_claim(&job.claim)
-            .instrument(span.clone())
-            .await;
-        if let Ok(changes) = &changes {
-            span.record("upserts", changes.upserts.len());
-            span.record("deletes", changes.deletes.len());
-        }
-        (job, changes)
-    }))
-    .buffered(HOT_CONCURRENCY)
-    .collect()
-    .await
-}
-
-/// A claim with nothing changed is saved already; one whose read failed has failed; the rest are to be written.
-fn sort_reads(reads: Vec<(Job, Result<ChangeSet, HotError>)>) -> Sorted {
-    let mut sorted = Sorted::default();
-    for (mut job, changes) in reads {
-        match changes {
-            Ok(changes) if changes.is_empty() => sorted.decided.push((job, Ending::Saved)),
-            Ok(changes) => {
-                job.objects = changes.len();
-                sorted.writes.extend(to_writes(&job.claim, changes));
-                sorted.to_write.push(job);
-            }
-            Err(e) => sorted
-                .decided
-                .push((job, Ending::Failed(SaveError::ReadChanges(e)))),
-        }
-    }
-    sorted
-}
-
-/// Writes every change of the pass through the batch writer, each request traced under its project's span.
-async fn write_changes(
+/// Writes one group through the batch writer, each request traced under its project's span.
+async fn write_group(
     ctx: &PassContext,
     leases: &Leases,
-    to_write: &[Job],
-    writes: Vec<ItemWrite>,
+    jobs: &[Job],
+    group: &Group,
 ) -> WriteReport {
-    let spans: HashMap<ProjectId, tracing::Span> = to_write
+    if group.writes.is_empty() {
+        return WriteReport::default();
+    }
+    let spans: HashMap<ProjectId, tracing::Span> = group
+        .members
         .iter()
-        .map(|job| (job.claim.project.clone(), job.span.clone()))
+        .map(|&i| (jobs[i].claim.project.clone(), jobs[i].span.clone()))
         .collect();
     batch_writer::write_all(
         ctx.durable.as_ref(),
         leases,
-        writes,
+        group.writes.clone(),
         &ctx.batch_settings(),
         &spans,
     )
     .await
 }
 
-/// How each written claim ended: lost if another saver took it over, else as its writes went.
-fn decide_endings(leases: &Leases, to_write: Vec<Job>, report: &WriteReport) -> Vec<(Job, Ending)> {
-    to_write
-        .into_iter()
-        .map(|job| {
-            let written = report
-                .projects
-                .get(&job.claim.project)
-                .cloned()
-                .unwrap_or_default();
-            job.span.record("retries", written.retries);
-            let ending = if leases.state(&job.claim.project) == Some(LeaseState::Lost) {
-                Ending::Lost
-            } else {
-                ending_of(&written)
-            };
-            (job, ending)
-        })
-        .collect()
-}
-
-/// The objects the store refused in this pass, by project, each with the stamp of its refused version.
-fn held_back_by_project(report: &WriteReport) -> HashMap<ProjectId, Vec<(ObjectId, i64)>> {
-    let mut held: HashMap<ProjectId, Vec<(ObjectId, i64)>> = HashMap::new();
-    for refused in &report.refused {
-        if let (Ok(project), Ok(object)) = (
-            ProjectId::parse(refused.project_id.as_str()),
-            ObjectId::parse(refused.object_id.as_str()),
+/// Adds a group's write report to the pass's figures and to each of its claims.
+fn absorb(outcome: &mut PassOutcome, jobs: &mut [Job], group: &Group, report: WriteReport) {
+    outcome.objects += report.items_written;
+    outcome.puts += report.puts;
+    outcome.deletes += report.deletes;
+    outcome.superseded += report.superseded;
+    outcome.requests += report.requests;
+    outcome.retries += report.retries;
+    let by_project: HashMap<&ProjectId, usize> = group
+        .members
+        .iter()
+        .map(|&i| (&jobs[i].claim.project, i))
+        .collect();
+    let mut refused: Vec<(usize, ObjectId, i64)> = Vec::new();
+    for object in &report.refused {
+        if let (Ok(project), Ok(id)) = (
+            ProjectId::parse(object.project_id.as_str()),
+            ObjectId::parse(object.object_id.as_str()),
         ) {
-            held.entry(project)
-                .or_default()
-                .push((object, refused.stamp));
+            if let Some(&i) = by_project.get(&project) {
+                refused.push((i, id, object.stamp));
+            }
         }
     }
-    held
+    let mut written: Vec<(usize, ProjectWrites)> = Vec::new();
+    for (project, writes) in report.projects {
+        if let Some(&i) = by_project.get(&project) {
+            written.push((i, writes));
+        }
+    }
+    outcome.refused.extend(report.refused);
+    for (i, id, stamp) in refused {
+        jobs[i].refused.push((id, stamp));
+    }
+    for (i, writes) in written {
+        let total = &mut jobs[i].written;
+        total.expected += writes.expected;
+        total.written += writes.written;
+        total.retries += writes.retries;
+        if total.error.is_none() {
+            total.error = writes.error;
+        }
+    }
 }
 
-/// Completes, puts back, or leaves to the new owner every claim of the pass.
+/// How a claim that is done ended: lost if another saver took it over, else as its reads and writes went.
+fn ending_of_job(leases: &Leases, job: &Job) -> Ending {
+    job.span.record("retries", job.written.retries);
+    if leases.state(&job.claim.project) == Some(LeaseState::Lost) {
+        return Ending::Lost;
+    }
+    match &job.failed {
+        Some(error) if job.written.error.is_none() => Ending::Failed(error.clone()),
+        _ => ending_of(&job.written),
+    }
+}
+
+/// What the release of a claim needs from its job.
+struct Finished {
+    claim: Claim,
+    span: tracing::Span,
+    objects: usize,
+    refused: Vec<(ObjectId, i64)>,
+}
+
+impl Finished {
+    fn take(job: &mut Job) -> Self {
+        Self {
+            claim: job.claim.clone(),
+            span: job.span.clone(),
+            objects: job.objects,
+            refused: std::mem::take(&mut job.refused),
+        }
+    }
+}
+
+/// Completes, puts back, or leaves to the new owner each claim that is done.
 async fn release_claims(
     ctx: &PassContext,
     leases: &Arc<Leases>,
-    endings: Vec<(Job, Ending)>,
-    held_back: &HashMap<ProjectId, Vec<(ObjectId, i64)>>,
+    endings: Vec<(Finished, Ending)>,
 ) -> Vec<(Claim, Ending)> {
     futures_util::stream::iter(endings.into_iter().map(|(job, ending)| {
         let leases = Arc::clone(leases);
         async move {
-            let Job {
+            let Finished {
                 claim,
                 span,
                 objects,
+                refused,
             } = job;
             span.record("objects", objects);
             let release = tracing::info_span!(
@@ -329,8 +309,7 @@ async fn release_claims(
                     Ending::Lost => "leave",
                 },
             );
-            let refused = held_back.get(&claim.project).map_or(&[][..], Vec::as_slice);
-            let ending = finish(ctx, &leases, &claim, ending, refused)
+            let ending = finish(ctx, &leases, &claim, ending, &refused)
                 .instrument(release)
                 .await;
             let label = match &ending {

@@ -12,8 +12,14 @@ use async_trait::async_trait;
 use canvas_shared::durable::dynamo::DynamoStore;
 use canvas_shared::durable::faulty::FaultyStore;
 use canvas_shared::durable::validating::ValidatingStore;
-use canvas_shared::durable::{DurableError, DurableStore, ItemWrite, LoadedProject, WriteOutcome};
-use canvas_shared::ids::ProjectId;
+use canvas_shared::durable::{
+    DurableError, DurableStore, ItemWrite, LoadedProject, WriteOp, WriteOutcome,
+};
+use canvas_shared::hot::{
+    Claim, ClaimCursor, ClaimPage, DirtySummary, Eviction, HotError, HotStore, PageBounds,
+    Reachable, Residency, SaveQueue,
+};
+use canvas_shared::ids::{ObjectId, ProjectId};
 use common::*;
 use serde_json::json;
 
@@ -489,4 +495,216 @@ async fn an_object_the_store_refuses_is_held_back_and_the_rest_is_saved() {
     let m = metrics_json(saver.http).await;
     assert_eq!(m["autoSave"]["rejectedObjects"], 1, "{m}");
     saver.stop().await;
+}
+
+/// One step of a pass as seen from outside: a page read from the hot state, or the items a write request got done,
+/// each with its count and object JSON bytes.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Read { items: usize, bytes: usize },
+    Wrote { items: usize, bytes: usize },
+}
+
+fn json_bytes(writes: &[ItemWrite]) -> usize {
+    writes
+        .iter()
+        .map(|w| match &w.op {
+            WriteOp::Put(object) => object.json.len(),
+            WriteOp::Delete(_) => 0,
+        })
+        .sum()
+}
+
+/// The saver's half of the hot state, logging every page the saver reads.
+struct ReadLog {
+    inner: Arc<dyn HotStore>,
+    steps: Arc<Mutex<Vec<Step>>>,
+}
+
+#[async_trait]
+impl Reachable for ReadLog {
+    async fn ping(&self) -> Result<(), HotError> {
+        self.inner.ping().await
+    }
+}
+
+#[async_trait]
+impl SaveQueue for ReadLog {
+    async fn claim_dirty(
+        &self,
+        owner: &str,
+        max: usize,
+        lease_ms: u64,
+    ) -> Result<Vec<Claim>, HotError> {
+        self.inner.claim_dirty(owner, max, lease_ms).await
+    }
+    async fn read_claim_page(
+        &self,
+        claim: &Claim,
+        cursor: &ClaimCursor,
+        bounds: PageBounds,
+    ) -> Result<ClaimPage, HotError> {
+        let page = self.inner.read_claim_page(claim, cursor, bounds).await?;
+        self.steps.lock().unwrap().push(Step::Read {
+            items: page.changes.len(),
+            bytes: page.changes.bytes(),
+        });
+        Ok(page)
+    }
+    async fn renew_claim(&self, claim: &Claim, lease_ms: u64) -> Result<bool, HotError> {
+        self.inner.renew_claim(claim, lease_ms).await
+    }
+    async fn complete_claim(&self, claim: &Claim) -> Result<bool, HotError> {
+        self.inner.complete_claim(claim).await
+    }
+    async fn abandon_claim(&self, claim: &Claim) -> Result<(), HotError> {
+        self.inner.abandon_claim(claim).await
+    }
+    async fn dirty_summary(&self) -> Result<DirtySummary, HotError> {
+        self.inner.dirty_summary().await
+    }
+    async fn hold_back(
+        &self,
+        claim: &Claim,
+        refused: &[(ObjectId, i64)],
+    ) -> Result<bool, HotError> {
+        self.inner.hold_back(claim, refused).await
+    }
+    async fn idle_projects(
+        &self,
+        idle_before_ms: i64,
+        max: usize,
+    ) -> Result<Vec<ProjectId>, HotError> {
+        self.inner.idle_projects(idle_before_ms, max).await
+    }
+    async fn evict(
+        &self,
+        project: &ProjectId,
+        idle_before_ms: i64,
+        now_ms: i64,
+        persisted_seq: u64,
+    ) -> Result<Eviction, HotError> {
+        self.inner
+            .evict(project, idle_before_ms, now_ms, persisted_seq)
+            .await
+    }
+    async fn residency(&self, biggest: usize) -> Result<Residency, HotError> {
+        self.inner.residency(biggest).await
+    }
+}
+
+/// DynamoDB, logging what each write request got done into the same steps.
+struct WriteLog {
+    inner: DynamoStore,
+    steps: Arc<Mutex<Vec<Step>>>,
+}
+
+#[async_trait]
+impl DurableStore for WriteLog {
+    async fn write_batch(&self, writes: &[ItemWrite]) -> Result<WriteOutcome, DurableError> {
+        let outcome = self.inner.write_batch(writes).await?;
+        let items = writes.len() - outcome.unprocessed.len();
+        let bytes = json_bytes(writes) - json_bytes(&outcome.unprocessed);
+        self.steps
+            .lock()
+            .unwrap()
+            .push(Step::Wrote { items, bytes });
+        Ok(outcome)
+    }
+    async fn load_project(&self, project: &ProjectId) -> Result<LoadedProject, DurableError> {
+        self.inner.load_project(project).await
+    }
+    async fn persist_seq(&self, project: &ProjectId, seq: u64) -> Result<(), DurableError> {
+        self.inner.persist_seq(project, seq).await
+    }
+    async fn ensure_table(&self, create: bool) -> Result<(), DurableError> {
+        self.inner.ensure_table(create).await
+    }
+    async fn ping(&self) -> Result<(), DurableError> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_big_claim_is_read_and_written_a_bounded_group_at_a_time() {
+    let env = Env::start().await;
+    let hot = env.hot();
+    // One project of 3,000 small and 400 big objects (about 7 MiB), and 30 small projects claimed with it.
+    open(hot.as_ref(), "big").await;
+    let edits = (0..3_400).map(|i| {
+        let hot = Arc::clone(&hot);
+        async move {
+            let mut object = rect(&format!("o{i:04}"), i);
+            if i % 8 == 0 {
+                object["pad"] = json!("x".repeat(16 * 1024));
+            }
+            create(hot.as_ref(), "big", object).await;
+        }
+    });
+    futures_util::StreamExt::for_each(
+        futures_util::StreamExt::buffer_unordered(futures_util::stream::iter(edits), 64),
+        |()| async {},
+    )
+    .await;
+    for p in 0..30 {
+        let project = format!("small{p:02}");
+        open(hot.as_ref(), &project).await;
+        for o in 0..3 {
+            create(hot.as_ref(), &project, rect(&format!("o{o}"), o)).await;
+        }
+    }
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    let reads = Arc::new(ReadLog {
+        inner: Arc::clone(&hot),
+        steps: Arc::clone(&steps),
+    });
+    let store = Arc::new(WriteLog {
+        inner: env.store.clone(),
+        steps: Arc::clone(&steps),
+    });
+    let mut s = settings();
+    s.lease = Duration::from_secs(30);
+    let saver = spawn_saver_on(reads, store, s).await;
+    wait_clean(hot.as_ref(), Duration::from_secs(90)).await;
+
+    assert_eq!(query(&env.store, "big").await.len(), 3_400);
+    assert_persisted(hot.as_ref(), &env.store, "big").await;
+    for p in 0..30 {
+        assert_persisted(hot.as_ref(), &env.store, &format!("small{p:02}")).await;
+    }
+    assert_eq!(saver.metrics.auto_save().failed_saves, 0);
+    saver.stop().await;
+
+    // What the saver held at any moment: read from the hot state and not written yet.
+    let steps = steps.lock().unwrap().clone();
+    let group = PageBounds::DEFAULT;
+    let (mut items, mut bytes, mut max_items, mut max_bytes, mut pages) = (0i64, 0i64, 0, 0, 0);
+    for step in &steps {
+        match *step {
+            Step::Read { items: n, bytes: b } => {
+                assert!(n <= group.max_items, "a page of {n} ids");
+                assert!(b <= group.max_bytes, "a page of {b} bytes");
+                pages += 1;
+                items += n as i64;
+                bytes += b as i64;
+            }
+            Step::Wrote { items: n, bytes: b } => {
+                items -= n as i64;
+                bytes -= b as i64;
+            }
+        }
+        max_items = max_items.max(items);
+        max_bytes = max_bytes.max(bytes);
+    }
+    assert!(pages >= 4, "the big claim took {pages} pages");
+    // A group may go over its bounds by one object per concurrent read (16 of them).
+    let slack = 16;
+    assert!(
+        max_items <= (group.max_items + slack) as i64,
+        "{max_items} ids read and not yet written at once"
+    );
+    assert!(
+        max_bytes <= (group.max_bytes + slack * 17 * 1024) as i64,
+        "{max_bytes} bytes read and not yet written at once"
+    );
 }

@@ -15,7 +15,7 @@ use canvas_shared::durable::dynamo::DynamoStore;
 use canvas_shared::durable::item;
 use canvas_shared::durable::DurableStore;
 use canvas_shared::hot::redis::RedisHotState;
-use canvas_shared::hot::{Applied, EditContext, HotStore};
+use canvas_shared::hot::{Applied, EditContext, HotStore, SaveQueue};
 use canvas_shared::ids::{ObjectId, ProjectId};
 
 use canvas_shared::Limits;
@@ -105,6 +105,15 @@ pub struct TestSaver {
 
 pub async fn spawn_saver(
     hot: Arc<dyn HotStore>,
+    durable: Arc<dyn DurableStore>,
+    settings: SaverSettings,
+) -> TestSaver {
+    spawn_saver_on(hot, durable, settings).await
+}
+
+/// [`spawn_saver`] on the saver's half of a hot state alone (a test may wrap it).
+pub async fn spawn_saver_on(
+    hot: Arc<dyn SaveQueue>,
     durable: Arc<dyn DurableStore>,
     settings: SaverSettings,
 ) -> TestSaver {
