@@ -1,19 +1,21 @@
 //! Test harness shared by every crate's integration tests.
 //!
-//! Starts real servers (redis-server, dynalite) on free loopback ports, each in its own temp folder, and stops
-//! them when dropped; and a small WebSocket client that speaks the canvas protocol as a browser would.
+//! Starts real servers (redis-server, a six-node Redis Cluster, dynalite) on free loopback ports, each in its own
+//! temp folder, and stops them when dropped; and a small WebSocket client that speaks the canvas protocol as a browser would.
 
 pub mod dynalite;
 pub mod edits;
 pub mod net;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
 pub mod ws;
 
 pub use dynalite::Dynalite;
 pub use net::{free_port, set_local_aws_env, wait_for_port};
 pub use process::ChildProcess;
 pub use redis::RedisServer;
+pub use redis_cluster::RedisCluster;
 pub use ws::WsClient;
 
 /// The workspace root (for finding `tools/`).

@@ -32,7 +32,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let bin = redis_server_bin();
         let mut args: Vec<String> = vec![
             "--port".into(),
             self.port.to_string(),
@@ -84,7 +84,7 @@ impl RedisServer {
 
     /// Runs a command with redis-cli-like semantics through a fresh connection.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
+        let out = Command::new(redis_cli_bin())
             .args(["-p", &self.port.to_string()])
             .args(args)
             .output()
@@ -97,6 +97,16 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `REDIS_SERVER_BIN`, else `redis-server` from `PATH`.
+pub fn redis_server_bin() -> String {
+    std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into())
+}
+
+/// `REDIS_CLI_BIN`, else `redis-cli` from `PATH`.
+pub fn redis_cli_bin() -> String {
+    std::env::var("REDIS_CLI_BIN").unwrap_or_else(|_| "redis-cli".into())
 }
 
 /// Linux: the server gets SIGKILL if the thread that started it dies, so a crashed test leaves nothing behind.
