@@ -12,6 +12,10 @@ Usage:
    --rendered (e.g. `kubectl kustomize k8s/overlays/dev`), pass the deployment contract:
    probes, preStop, grace periods vs the services' shutdown bounds, HPA, PDB, saver
    replicas, ServiceAccount IRSA annotation, Secret, ConfigMap, Services, security context.
+4. An overlay whose name starts with `cluster` (k8s/overlays/cluster) must give both services
+   REDIS_CLUSTER_NODES (host:port seeds) and no REDIS_URL. Without a rendered output for it
+   (no kubectl), it is rendered here: its patches only touch ConfigMaps, which a plain merge
+   of the patch's data into the base's reproduces.
 
 Prints every check it makes; exits 1 if any failed. Needs PyYAML.
 """
@@ -316,17 +320,39 @@ def check_pdb(docs: list[dict], dep: dict, chk: Checker, label: str, required: b
            f"{label}: PDB sets exactly one of minAvailable / maxUnavailable")
 
 
-def check_bundle(docs: list[dict], label: str, chk: Checker) -> None:
-    chk.section(f"deployment contract: {label}")
+def is_seed_list(value) -> bool:
+    parts = str(value or "").split(",")
+    return bool(value) and all(re.match(r"^[A-Za-z0-9.-]+:\d{1,5}$", p.strip()) for p in parts)
+
+
+def check_redis_env(c: dict, docs: list[dict], cluster: bool, chk: Checker, label: str) -> None:
+    nodes = resolve_env(c, docs, "REDIS_CLUSTER_NODES")
+    if cluster:
+        chk.ok(is_seed_list(nodes), f"{label} gets REDIS_CLUSTER_NODES ({nodes})")
+    else:
+        chk.ok(resolve_env(c, docs, "REDIS_URL") is not None and nodes is None,
+               f"{label} gets REDIS_URL and no REDIS_CLUSTER_NODES")
+
+
+def check_bundle(docs: list[dict], label: str, chk: Checker, cluster: bool = False) -> None:
+    chk.section(f"deployment contract: {label}" + (" (Redis Cluster)" if cluster else ""))
 
     # ConfigMap / Secret
     cm = named(docs, "ConfigMap", "canvas-config")
     if chk.ok(cm is not None, f"{label}: ConfigMap canvas-config exists"):
         data = cm.get("data") or {}
-        for k in ("REDIS_URL", "AWS_REGION", "CANVAS_TABLE", "SAVE_INTERVAL_MS", "SAVE_LEASE_MS"):
+        for k in ("AWS_REGION", "CANVAS_TABLE", "SAVE_INTERVAL_MS", "SAVE_LEASE_MS"):
             chk.ok(k in data, f"{label}: ConfigMap has {k}")
-        chk.ok(str(data.get("REDIS_URL", "")).startswith(("redis://", "rediss://")),
-               f"{label}: REDIS_URL is a redis:// or rediss:// URL")
+        if cluster:
+            chk.ok(is_seed_list(data.get("REDIS_CLUSTER_NODES")),
+                   f"{label}: REDIS_CLUSTER_NODES is a comma-separated host:port list "
+                   f"({data.get('REDIS_CLUSTER_NODES')})")
+            chk.ok("REDIS_URL" not in data, f"{label}: no REDIS_URL beside REDIS_CLUSTER_NODES (it would be ignored)")
+        else:
+            chk.ok(str(data.get("REDIS_URL", "")).startswith(("redis://", "rediss://")),
+                   f"{label}: REDIS_URL is a redis:// or rediss:// URL")
+            chk.ok("REDIS_CLUSTER_NODES" not in data,
+                   f"{label}: no REDIS_CLUSTER_NODES (it would override REDIS_URL)")
     sec = named(docs, "Secret", "canvas-secrets")
     if chk.ok(sec is not None, f"{label}: Secret canvas-secrets exists"):
         keys = set((sec.get("stringData") or {}).keys()) | set((sec.get("data") or {}).keys())
@@ -352,6 +378,7 @@ def check_bundle(docs: list[dict], label: str, chk: Checker) -> None:
             check_security(gw, c, chk, gl)
             check_sa(gw, docs, chk, gl)
             check_envfrom(c, docs, chk, gl)
+            check_redis_env(c, docs, cluster, chk, gl)
             jwt = [e for e in c.get("env") or [] if e.get("name") == "CANVAS_JWT_SECRET"]
             chk.ok(bool(jwt) and "secretKeyRef" in (jwt[0].get("valueFrom") or {}),
                    f"{gl} CANVAS_JWT_SECRET comes from a Secret")
@@ -400,6 +427,7 @@ def check_bundle(docs: list[dict], label: str, chk: Checker) -> None:
             check_security(sv, c, chk, sl)
             check_sa(sv, docs, chk, sl)
             check_envfrom(c, docs, chk, sl)
+            check_redis_env(c, docs, cluster, chk, sl)
             http = check_listen(c, docs, "SAVER_HTTP_ADDR", chk, sl)
             grpc = check_listen(c, docs, "SAVER_GRPC_ADDR", chk, sl)
             chk.ok(http == 9090 and grpc == 50051, f"{sl} HTTP on 9090 and gRPC on 50051 (got {http}, {grpc})")
@@ -409,6 +437,45 @@ def check_bundle(docs: list[dict], label: str, chk: Checker) -> None:
     # Both roles run the same image.
     imgs = {cc.get("image") for d in (gw, sv) if d for cc in pod_spec(d).get("containers") or []}
     chk.ok(len(imgs) == 1, f"{label}: gateway and saver use one image ({', '.join(sorted(map(str, imgs)))})")
+
+
+# ---------------------------------------------------------------------------------------
+# Overlays without kubectl
+
+
+def is_cluster_overlay(label: str) -> bool:
+    return label.startswith("overlays/cluster")
+
+
+def render_configmap_overlay(kfile: Path, root: Path, parsed: dict[Path, list[dict]], chk: Checker,
+                             label: str) -> list[dict] | None:
+    """The base's documents with the overlay's ConfigMap patches merged in (null removes a key), or None when
+    the overlay does more than that (then only kubectl can render it)."""
+    with kfile.open() as f:
+        k = yaml.safe_load(f) or {}
+    base = (root / "base").resolve()
+    resources = [(kfile.parent / r).resolve() for r in k.get("resources") or []]
+    patches = [(kfile.parent / p).resolve() for p in patch_paths(k)]
+    if resources != [base] or any(key not in ("apiVersion", "kind", "resources", "patches") for key in k):
+        chk.ok(False, f"{label}: renderable without kubectl (only ../../base and ConfigMap patches)")
+        return None
+    with (base / "kustomization.yaml").open() as f:
+        base_k = yaml.safe_load(f) or {}
+    docs = [yaml.safe_load(yaml.safe_dump(d)) for r in base_k.get("resources") or []
+            for d in parsed.get((base / r).resolve(), [])]
+    for p in patches:
+        for patch in parsed.get(p, []):
+            name = (patch.get("metadata") or {}).get("name")
+            target = named(docs, "ConfigMap", name) if patch.get("kind") == "ConfigMap" else None
+            if not chk.ok(target is not None, f"{label}: patch {p.name} patches a base ConfigMap ({name})"):
+                return None
+            data = target.setdefault("data", {})
+            for key, value in (patch.get("data") or {}).items():
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+    return docs
 
 
 # ---------------------------------------------------------------------------------------
@@ -448,18 +515,29 @@ def main() -> int:
     # The base kustomization's `images:` sets the tag; compare names only.
     check_bundle(base_docs, "base", chk)
 
+    rendered: dict[str, list[dict]] = {}  # label -> documents
+    how: dict[str, str] = {}
     for spec in args.rendered:
         label, _, fname = spec.partition("=")
         try:
             with open(fname) as f:
-                docs = [d for d in yaml.safe_load_all(f) if isinstance(d, dict)]
+                rendered[label] = [d for d in yaml.safe_load_all(f) if isinstance(d, dict)]
         except (OSError, yaml.YAMLError) as e:
             chk.ok(False, f"{label}: rendered output {fname} readable ({e})")
-            continue
+    # Cluster overlays are checked whether or not kubectl rendered them.
+    for kf in kfiles:
+        label = str(kf.parent.relative_to(root))
+        if is_cluster_overlay(label) and label not in rendered:
+            docs = render_configmap_overlay(kf, root, parsed, chk, label)
+            if docs is not None:
+                rendered[label] = docs
+                how[label] = "merged here, no kubectl"
+    for label, docs in rendered.items():
         # Same assertions on the rendered output; print only failures and a count.
+        cluster = is_cluster_overlay(label)
         before_p, before_f = chk.passes, chk.failures
         chk.quiet = True
-        check_bundle(docs, f"{label} (rendered)", chk)
+        check_bundle(docs, f"{label} ({how.get(label, 'rendered')})", chk, cluster=cluster)
         chk.quiet = False
         print(f"  {chk.passes - before_p} passed, {chk.failures - before_f} failed "
               f"(same assertions as for the base files; passing ones not listed)")
