@@ -1,8 +1,10 @@
 //! The Redis Cluster fixture does what cluster tests rely on: right after start every node serves every slot,
 //! a killed primary is replaced by its replica without losing replicated writes, a restarted node rejoins, and a
-//! slot moved with its keys keeps them readable.
+//! slot moved with its keys keeps them readable, also to a client writing in it during the move.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use canvas_testkit::redis_cluster::SLOTS;
@@ -25,8 +27,8 @@ fn keys_on_every_primary(cluster: &RedisCluster) -> BTreeMap<String, u16> {
     keys
 }
 
-#[test]
-fn starts_settled_with_every_slot_served_everywhere() {
+#[tokio::test]
+async fn starts_settled_with_every_slot_served_everywhere() {
     let started = Instant::now();
     let cluster = RedisCluster::start();
     eprintln!("cluster started in {:?}", started.elapsed());
@@ -48,6 +50,8 @@ fn starts_settled_with_every_slot_served_everywhere() {
         );
         assert_eq!(view.covered(), SLOTS);
     }
+    // The slow calls can run off an async test's runtime.
+    assert_eq!(cluster.blocking(|c| c.primaries().len()).await, 3);
     for replica in cluster.replicas() {
         let primary = cluster
             .primary_of_replica(replica)
@@ -112,7 +116,52 @@ fn survives_a_primary_kill_a_restart_and_slot_moves() {
         .into_iter()
         .find(|p| *p != successor)
         .expect("another primary");
+    // Enough keys in the slot that the move takes several MIGRATE batches, and a client incrementing a counter in
+    // it all along: every increment lands exactly once, through the ASK and MOVED redirections.
+    let owner = cluster.primary_for_slot(slot);
+    for i in 0..300 {
+        let filler = format!("{{{victim_key}}}:filler:{i}");
+        assert_eq!(cluster.cli(owner, &["SET", &filler, "x"]), "OK");
+    }
+    let counter = format!("{{{victim_key}}}:counter");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (cluster, counter, stop) = (cluster.clone(), counter.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut done = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let reply = cluster.cli_cluster(&["INCR", &counter]);
+                assert_eq!(
+                    reply.parse::<u64>().ok(),
+                    Some(done + 1),
+                    "INCR during the move: {reply}"
+                );
+                done += 1;
+            }
+            done
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let started = Instant::now();
     let moved = cluster.move_slot_of_key(victim_key, target);
+    let took = started.elapsed();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    stop.store(true, Ordering::SeqCst);
+    let increments = writer.join().expect("writer");
+    eprintln!("moved slot {slot} with 302 keys in {took:?}; {increments} increments in all");
+    assert!(increments > 0);
+    assert_eq!(
+        cluster.cli(target, &["GET", &counter]),
+        increments.to_string()
+    );
+    assert_eq!(
+        cluster
+            .cli(target, &["DBSIZE"])
+            .parse::<u64>()
+            .ok()
+            .map(|n| n >= 302),
+        Some(true)
+    );
     assert_eq!(moved, slot);
     assert_eq!(cluster.primary_for_key(victim_key), target);
     assert_eq!(
