@@ -20,6 +20,7 @@ use crate::connection;
 use crate::connection::socket::{UpgradeRejection as WebSocketUpgradeRejection, WebSocketUpgrade};
 use crate::error::ApiError;
 use crate::object_api::{self, WriteLimits};
+use crate::objects_body;
 use crate::replay::parse_since;
 use crate::state::AppState;
 
@@ -178,15 +179,11 @@ async fn upgrade(
 
 async fn objects(State(state): State<AppState>, Admitted { project, .. }: Admitted) -> Response {
     match state.loader.shared_snapshot(&project).await {
-        Ok(snapshot) => {
-            let body = canvas_shared::protocol::objects_body(
-                project.as_str(),
-                snapshot.seq,
-                snapshot.saved_seq,
-                &snapshot.objects,
-            );
-            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-        }
+        Ok(snapshot) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            objects_body::body(project.as_str(), snapshot),
+        )
+            .into_response(),
         Err(r) => ApiError::Unavailable(r.message).into_response(),
     }
 }

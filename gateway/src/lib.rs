@@ -29,6 +29,7 @@ mod hub;
 mod loader;
 mod metrics;
 mod object_api;
+mod objects_body;
 mod occupancy;
 mod presence;
 mod replay;

@@ -1,7 +1,8 @@
 //! Redis holds only the projects in use, against real redis-server, dynalite, gateways and savers: an idle,
 //! fully saved project is evicted (all of its keys) and comes back with its objects and seq; a client on any
 //! gateway, unsaved work or a claim keeps it; edits, joins and reads racing an eviction never see half a
-//! project; reads of projects nobody stored leave nothing behind; a project's bytes are bounded.
+//! project; reads of projects nobody stored leave nothing behind; a project's bytes are bounded, and a big
+//! project is read over HTTP as a streamed body.
 
 mod common;
 
@@ -370,4 +371,51 @@ async fn a_snapshot_bigger_than_the_write_buffer_reaches_every_socket() {
         assert_eq!(snapshot["seq"], 40);
         client.close().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_project_is_read_over_http_as_a_streamed_body() {
+    let redis = RedisServer::start();
+    let gateway = spawn_gateway(&redis.url()).await;
+    let p = project("big-read");
+    let (mut client, _) = WsClient::join(&gateway.ws(&p)).await.unwrap();
+    let pad = "z".repeat(60 * 1024);
+    for i in 0..40 {
+        create(&mut client, &format!("o{i}"), json!({"pad": pad})).await;
+    }
+    let response = http_request(
+        "GET",
+        &gateway.http(&format!("/api/projects/{p}/objects")),
+        &[],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 200);
+    // Streamed in chunks as it is built, not sized up front as one whole body.
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(response.header("content-length"), None);
+    let body: Value = serde_json::from_str(&response.body).expect("the whole body is JSON");
+    assert_eq!(body["projectId"], json!(p));
+    assert_eq!(body["seq"], 40);
+    let objects = objects_by_id(&body);
+    assert_eq!(objects.len(), 40);
+    assert_eq!(objects["o7"]["pad"], json!(pad));
+    // A small project's body still comes whole.
+    let small = project("small-read");
+    let (mut other, _) = WsClient::join(&gateway.ws(&small)).await.unwrap();
+    create(&mut other, "s1", json!({})).await;
+    let response = http_request(
+        "GET",
+        &gateway.http(&format!("/api/projects/{small}/objects")),
+        &[],
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(response.header("content-length").is_some());
+    let body: Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(objects_by_id(&body).len(), 1);
+    client.close().await;
+    other.close().await;
 }
