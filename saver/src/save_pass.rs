@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use canvas_shared::durable::DurableStore;
+use canvas_shared::durable::{DurableStore, ItemWrite};
 use canvas_shared::hot::{Claim, SaveQueue};
 use canvas_shared::ids::{ObjectId, ProjectId};
 use canvas_shared::time::now_ms;
@@ -143,8 +143,9 @@ async fn save_claims(
     let mut pending: VecDeque<usize> = (0..jobs.len()).collect();
     let mut finished = Vec::with_capacity(jobs.len());
     while !pending.is_empty() {
-        let group = group::read_group(ctx.hot.as_ref(), &mut jobs, &mut pending).await;
-        let report = write_group(ctx, &leases, &jobs, &group).await;
+        let mut group = group::read_group(ctx.hot.as_ref(), &mut jobs, &mut pending).await;
+        let writes = std::mem::take(&mut group.writes);
+        let report = write_group(ctx, &leases, &jobs, &group, writes).await;
         let stopped = report.stopped.clone();
         absorb(&mut outcome, &mut jobs, &group, report);
         // A claim is done once read through, failed or lost: release it now rather than at the end of the pass.
@@ -183,14 +184,15 @@ async fn save_claims(
     outcome
 }
 
-/// Writes one group through the batch writer, each request traced under its project's span.
+/// Writes one group's writes through the batch writer, each request traced under its project's span.
 async fn write_group(
     ctx: &PassContext,
     leases: &Leases,
     jobs: &[Job],
     group: &Group,
+    writes: Vec<ItemWrite>,
 ) -> WriteReport {
-    if group.writes.is_empty() {
+    if writes.is_empty() {
         return WriteReport::default();
     }
     let spans: HashMap<ProjectId, tracing::Span> = group
@@ -201,7 +203,7 @@ async fn write_group(
     batch_writer::write_all(
         ctx.durable.as_ref(),
         leases,
-        group.writes.clone(),
+        writes,
         &ctx.batch_settings(),
         &spans,
     )
