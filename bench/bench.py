@@ -871,8 +871,9 @@ class Bench:
 
     def scenario_m(self):
         """Its own stack, with eviction after 2 s idle: 10,000 projects opened, edited and left idle, then Redis
-        used_memory against before; then one ~32 MiB project saved, evicted, loaded and snapshotted by 50 sockets at
-        once, with the peak RSS of gateway and saver (VmHWM, reset before each step)."""
+        used_memory against before (and again after a second round of 10,000 other projects); then, on a freshly
+        started gateway, one ~32 MiB project saved, evicted, loaded and snapshotted by 50 sockets at once, with the
+        peak RSS of gateway and saver (VmHWM, reset before each step, and the RSS at the reset)."""
         idle_ms = 2000
         log(f"M: bounded memory (CANVAS_IDLE_EVICT_MS={idle_ms}, SAVE_INTERVAL_MS=500)")
         self.start_servers(saver_env={"CANVAS_IDLE_EVICT_MS": idle_ms, "SAVE_INTERVAL_MS": 500})
@@ -884,6 +885,12 @@ class Bench:
         def memory_figures():
             return self.saver_metrics().get("memory", {})
 
+        def memory_stats(name):
+            """Redis' own breakdown of used_memory (MEMORY STATS), kept in the run folder, and the key count."""
+            text = self.redis_cli("MEMORY", "STATS")
+            (self.out / f"M-redis-memory-{name}.txt").write_text(text + "\n")
+            return int(self.redis_cli("DBSIZE"))
+
         def wait_resident(count, timeout):
             end = time.monotonic() + timeout
             while time.monotonic() < end:
@@ -894,6 +901,7 @@ class Bench:
 
         time.sleep(1.0)
         res["usedMemoryBeforeBytes"] = before = used_memory()
+        res["keysBefore"] = memory_stats("before")
         projects = 10_000
         report, _ = self.run_loadgen(
             "M-open-edit",
@@ -903,6 +911,7 @@ class Bench:
         )
         res["connectionsHeld"] = report["connections"]["connectionsHeld"]
         res["usedMemoryLoadedBytes"] = loaded = used_memory()
+        res["keysLoaded"] = memory_stats("loaded")
         res["residentAfterLoad"] = memory_figures().get("residentProjects")
         res["bytesPerResidentProject"] = round((loaded - before) / max(res["residentAfterLoad"] or 1, 1))
         started = time.monotonic()
@@ -910,24 +919,54 @@ class Bench:
         res["evictionSecs"] = round(time.monotonic() - started, 1)
         time.sleep(1.0)
         res["usedMemoryAfterBytes"] = after = used_memory()
+        res["keysAfter"] = memory_stats("after")
         res["afterOverBefore"] = round(after / before, 3)
         res["evictions"] = memory_figures().get("evictions")
         log(f"  M: used_memory {before} -> {loaded} with {res['residentAfterLoad']} resident "
             f"({res['bytesPerResidentProject']} B each) -> {after} after evicting ({res['afterOverBefore']}x before, "
             f"{res['evictionSecs']} s)")
+        # The same again with 10,000 other projects: is what stays after an eviction a high-water mark or does it
+        # grow with every round?
+        self.run_loadgen(
+            "M-open-edit-2",
+            ["--url", self.url(1), "--projects", projects, "--clients", 1, "--rate", 1, "--objects", 1,
+             "--duration", 3, "--warmup", 0, "--connect-timeout", 20, "--project-prefix", "idle-m2"],
+            timeout=240,
+        )
+        res["secondRoundAllEvicted"] = wait_resident(0, 240)
+        time.sleep(1.0)
+        res["usedMemoryAfterSecondRoundBytes"] = second = used_memory()
+        res["keysAfterSecondRound"] = memory_stats("after-second-round")
+        res["afterSecondRoundOverBefore"] = round(second / before, 3)
+        log(f"  M: after a second round of {projects} projects: used_memory {second} "
+            f"({res['afterSecondRoundOverBefore']}x before)")
 
         # One big project: ~31.6 MiB of objects, written over the Object API, saved by the saver.
         # loadgen names its projects <prefix>-<n>: its 50 sockets below join big-m-0.
         big = "big-m-0"
         pad = "x" * 64_900
+        # A fresh gateway for it: the one that held 10,000 sockets keeps that memory in its allocator, which would
+        # be counted in the big project's peak (or reused by it, hiding what the project costs).
+        self.procs.stop(next(p for n, p in self.procs.items if n == "gateway1"))
+        self.start_gateway(1)
         gateway, saver = self.roles["gateway1"], self.roles["saver"]
 
+        baselines = {}
+
         def reset_peaks():
-            for pid in (gateway, saver):
+            # The peak restarts from the current RSS, which still holds what earlier steps left in the allocator
+            # (the gateway held 10,000 sockets just before): the RSS at the reset is kept to tell the step's growth.
+            for who, pid in (("gateway", gateway), ("saver", saver)):
                 Path(f"/proc/{pid}/clear_refs").write_text("5")
+                baselines[who] = proc_status(pid, "VmRSS")
 
         def peaks():
-            return {"gatewayVmHwmKiB": proc_status(gateway, "VmHWM"), "saverVmHwmKiB": proc_status(saver, "VmHWM")}
+            out = {}
+            for who, pid in (("gateway", gateway), ("saver", saver)):
+                out[f"{who}VmHwmKiB"] = hwm = proc_status(pid, "VmHWM")
+                out[f"{who}RssAtStartKiB"] = baselines.get(who)
+                out[f"{who}GrowthKiB"] = hwm - baselines[who] if hwm and baselines.get(who) else None
+            return out
 
         reset_peaks()
         url = f"http://127.0.0.1:{self.gw_ports[0]}/api/projects/{big}/objects"
@@ -958,6 +997,8 @@ class Bench:
             for who in ("gateway", "saver"):
                 hwm = res[step][f"{who}VmHwmKiB"]
                 res[step][f"{who}OverProject"] = round(hwm / size_kib, 2) if hwm and size_kib else None
+                growth = res[step][f"{who}GrowthKiB"]
+                res[step][f"{who}GrowthOverProject"] = round(growth / size_kib, 2) if growth and size_kib else None
         log(f"  M: one {size_kib / 1024:.1f} MiB project: written+saved peak RSS gateway "
             f"{res['written']['gatewayVmHwmKiB']} KiB, saver {res['written']['saverVmHwmKiB']} KiB; loaded and "
             f"snapshotted by {res['loadedAndSnapshotted']['connectionsHeld']} sockets: gateway "
@@ -1331,6 +1372,24 @@ def summary_md(s):
         for i, r in enumerate(e["runs"], 1):
             L.append(f"| {i} | {fmt(r['rawBeforeItemsPerSec'], 0)} | {fmt(r['saverItemsPerSec'], 0)} | "
                      f"{fmt(r['rawAfterItemsPerSec'], 0)} | {r['saverOverRaw']} |")
+        L.append("")
+    m = sc.get("M")
+    if m and "usedMemoryAfterBytes" in m:
+        L += ["## M: bounded memory", "",
+              f"Redis used_memory {fmt(m['usedMemoryBeforeBytes'], 0)} B before, {fmt(m['usedMemoryLoadedBytes'], 0)} B "
+              f"with {m['residentAfterLoad']} projects resident ({m['bytesPerResidentProject']} B each), "
+              f"{fmt(m['usedMemoryAfterBytes'], 0)} B after evicting them in {m['evictionSecs']} s: "
+              f"**{m['afterOverBefore']}x** before (keys {m.get('keysBefore')} / {m.get('keysLoaded')} / "
+              f"{m.get('keysAfter')}); after a second round of as many other projects "
+              f"{fmt(m.get('usedMemoryAfterSecondRoundBytes'), 0)} B ({m.get('afterSecondRoundOverBefore')}x).", "",
+              f"One project of {fmt((m.get('bigProjectBytes') or 0) / 1048576)} MiB, peak RSS (KiB; x project; "
+              f"growth over the RSS at the step's start):", "",
+              "| step | gateway | saver |", "| --- | ---: | ---: |"]
+        for step in ("written", "loadedAndSnapshotted"):
+            r = m.get(step) or {}
+            cells = [f"{fmt(r.get(f'{w}VmHwmKiB'), 0)} ({r.get(f'{w}OverProject')}x; +{fmt(r.get(f'{w}GrowthKiB'), 0)}, "
+                     f"{r.get(f'{w}GrowthOverProject')}x)" for w in ("gateway", "saver")]
+            L.append(f"| {step} | {cells[0]} | {cells[1]} |")
         L.append("")
     f = sc.get("F")
     if f and "amplification" in f:
