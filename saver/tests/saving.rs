@@ -1,5 +1,6 @@
 //! The saver against real redis-server and dynalite: what lands in DynamoDB, how many writes it takes, edits
-//! racing a save, throttling and partial batches, lost leases, and two savers sharing the work.
+//! racing a save, throttling and partial batches, lost leases, two savers sharing the work, and a big claim read
+//! and written a bounded group at a time (put back whole when a later group fails).
 
 mod common;
 
@@ -707,4 +708,60 @@ async fn a_big_claim_is_read_and_written_a_bounded_group_at_a_time() {
         max_bytes <= (group.max_bytes + slack * 17 * 1024) as i64,
         "{max_bytes} bytes read and not yet written at once"
     );
+}
+
+#[tokio::test]
+async fn a_big_claim_that_fails_after_its_first_groups_is_put_back_whole() {
+    let env = Env::start().await;
+    let hot = env.hot();
+    open(hot.as_ref(), "halfway").await;
+    let edits = (0..3_000).map(|i| {
+        let hot = Arc::clone(&hot);
+        async move {
+            let mut object = rect(&format!("o{i:04}"), i);
+            object["pad"] = json!("p".repeat(1024));
+            create(hot.as_ref(), "halfway", object).await;
+        }
+    });
+    futures_util::StreamExt::for_each(
+        futures_util::StreamExt::buffer_unordered(futures_util::stream::iter(edits), 64),
+        |()| async {},
+    )
+    .await;
+    let store = FaultyStore::new(env.store.clone());
+    let faults = Arc::clone(&store.faults);
+    faults.delay_ms.store(20, Ordering::SeqCst);
+    let mut s = settings();
+    s.lease = Duration::from_secs(30);
+    s.max_attempts = 2;
+    let saver = spawn_saver(Arc::clone(&hot), Arc::new(store), s).await;
+
+    // The first group (1,000 ids) is written; then the store goes down before the claim's last group.
+    wait_until(Duration::from_secs(30), "a first group written", || async {
+        faults.items_written.load(Ordering::SeqCst) >= 1_000
+    })
+    .await;
+    faults.down.store(true, Ordering::SeqCst);
+    wait_until(Duration::from_secs(30), "the save failed", || async {
+        saver.metrics.auto_save().failed_saves >= 1
+    })
+    .await;
+    let written = faults.items_written.load(Ordering::SeqCst);
+    assert!(
+        written < 3_000,
+        "the store went down before the claim's end ({written} written)"
+    );
+    faults.delay_ms.store(0, Ordering::SeqCst);
+    faults.down.store(false, Ordering::SeqCst);
+    wait_clean(hot.as_ref(), Duration::from_secs(60)).await;
+    assert_persisted(hot.as_ref(), &env.store, "halfway").await;
+    let m = saver.metrics.auto_save();
+    // The claim was put back whole: the next pass sent every id again, and those the failed pass had written were
+    // found in the store already (superseded). Had only the unwritten ids been put back, none would be.
+    assert!(
+        m.superseded_writes as usize >= written,
+        "{} superseded after {written} written by the failed pass",
+        m.superseded_writes
+    );
+    saver.stop().await;
 }
