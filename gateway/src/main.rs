@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let _telemetry = telemetry::init("canvas-gateway", &config.telemetry);
     let auth = Auth::from_args(&config.auth)?;
-    let hot = RedisHotState::connect(&config.redis.redis_url)?
+    let hot = RedisHotState::open(config.redis.target())?
         .with_journal_len(config.journal.journal_len);
     let durable = DynamoStore::connect(&config.dynamo).await;
     let listener = tokio::net::TcpListener::bind(config.addr).await?;

@@ -427,7 +427,7 @@ async fn an_expired_token_edits_nothing_even_while_its_client_stops_reading() {
     assert_eq!(
         redis.cli(&[
             "HEXISTS",
-            &format!("canvas:{{{p}}}:objects"),
+            &common::keys_of(&p).objects,
             "after-expiry"
         ]),
         "0",

@@ -37,7 +37,9 @@ async fn start_saver(redis_url: &str, idle_evict_ms: u64) -> CancellationToken {
 
 /// Every key of the project in Redis.
 fn project_keys(redis: &RedisServer, p: &str) -> Vec<String> {
-    let listed = redis.cli(&["--scan", "--pattern", &format!("canvas:{{{p}}}:*")]);
+    let keys = common::keys_of(p);
+    let prefix = keys.meta.strip_suffix("meta").expect("meta key");
+    let listed = redis.cli(&["--scan", "--pattern", &format!("{prefix}*")]);
     listed
         .lines()
         .filter(|l| !l.is_empty())
@@ -46,7 +48,7 @@ fn project_keys(redis: &RedisServer, p: &str) -> Vec<String> {
 }
 
 fn loaded(redis: &RedisServer, p: &str) -> bool {
-    redis.cli(&["EXISTS", &format!("canvas:{{{p}}}:meta")]) == "1"
+    redis.cli(&["EXISTS", &common::keys_of(p).meta]) == "1"
 }
 
 async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -144,7 +146,7 @@ async fn idle_project_is_evicted_and_reloads_with_its_objects_and_seq() {
         "every key goes"
     );
     assert_eq!(
-        redis.cli(&["ZSCORE", "canvas:resident", &p]),
+        redis.cli(&["ZSCORE", &common::keys_of(&p).bucket.resident, &p]),
         "",
         "and its index entries"
     );

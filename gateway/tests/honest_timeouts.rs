@@ -26,7 +26,7 @@ async fn an_edit_stalled_past_the_reply_timeout_is_unknown_then_resynced() {
     // The snapshot that follows shows the client what Redis holds, applied or not.
     let snapshot = client.recv_type("snapshot").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let in_redis = redis.cli(&["HEXISTS", &format!("canvas:{{{p}}}:objects"), "o1"]) == "1";
+    let in_redis = redis.cli(&["HEXISTS", &common::keys_of(&p).objects, "o1"]) == "1";
     let in_snapshot = snapshot["objects"]
         .as_array()
         .unwrap()

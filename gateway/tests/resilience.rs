@@ -343,7 +343,7 @@ async fn cold_load_race_on_two_gateways_loads_once_and_keeps_edits() {
     for j in joins {
         let snap = j.await.unwrap();
         assert_eq!(snap["objects"].as_array().unwrap().len(), 60, "{snap}");
-        loaded_at.insert(redis.cli(&["HGET", &format!("canvas:{{{p}}}:meta"), "loadedAt"]));
+        loaded_at.insert(redis.cli(&["HGET", &common::keys_of(&p).meta, "loadedAt"]));
     }
     assert_eq!(loaded_at.len(), 1, "installed exactly once");
 }

@@ -133,7 +133,7 @@ async fn an_edit_right_after_a_seq_rollback_never_reuses_a_seq() {
     let (mut client, seen) = join_and_edit(&a.ws(&p), 5).await;
 
     // The hot state goes back behind the gateway's back, and the very next thing is an edit (no resync between).
-    redis.cli(&["HSET", &format!("canvas:{{{p}}}:meta"), "seq", "2"]);
+    redis.cli(&["HSET", &common::keys_of(&p).meta, "seq", "2"]);
     let next = update_o1(&mut client, 60).await;
     assert!(next > seen, "seq {next} handed out again after {seen}");
 }
@@ -146,7 +146,7 @@ async fn a_rolled_back_seq_is_raised_before_any_client_sees_it() {
     let (mut client, seen) = join_and_edit(&a.ws(&p), 5).await;
 
     // The hot state loses its last writes behind the gateway's back (AOF tail loss, a failover to a late replica).
-    redis.cli(&["HSET", &format!("canvas:{{{p}}}:meta"), "seq", "2"]);
+    redis.cli(&["HSET", &common::keys_of(&p).meta, "seq", "2"]);
     let resync = client
         .request(json!({"type":"resync"}))
         .await

@@ -28,7 +28,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: SaverConfig) -> anyhow::Result<()> {
-    let hot: Arc<dyn SaveQueue> = Arc::new(RedisHotState::connect(&config.redis.redis_url)?);
+    let hot: Arc<dyn SaveQueue> = Arc::new(RedisHotState::open(config.redis.target())?);
     let dynamo = DynamoStore::connect(&config.dynamo).await;
     let durable: Arc<dyn DurableStore> = match config.debug_write_delay_ms {
         Some(ms) if ms > 0 => {

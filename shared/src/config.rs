@@ -15,6 +15,22 @@ pub struct RedisArgs {
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis_url: String,
+    /// Comma-separated `host:port` seed nodes of a Redis Cluster; when set, the cluster is used and `REDIS_URL`
+    /// is not.
+    #[arg(long = "redis-cluster-nodes", env = "REDIS_CLUSTER_NODES")]
+    pub redis_cluster_nodes: Option<String>,
+}
+
+impl RedisArgs {
+    /// Where the hot state lives: the cluster when one is named, else the single Redis.
+    pub fn target(&self) -> crate::hot::redis::RedisTarget {
+        match self.redis_cluster_nodes.as_deref().map(str::trim) {
+            Some(nodes) if !nodes.is_empty() => crate::hot::redis::RedisTarget::cluster_from_list(nodes),
+            _ => crate::hot::redis::RedisTarget::Single {
+                url: self.redis_url.clone(),
+            },
+        }
+    }
 }
 
 /// The DynamoDB table when `CANVAS_TABLE` is not set.

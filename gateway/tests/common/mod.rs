@@ -242,3 +242,9 @@ pub async fn update_o1(client: &mut canvas_testkit::WsClient, n: u64) -> u64 {
     assert_eq!(ack["type"], "ack", "{ack}");
     ack["seq"].as_u64().unwrap()
 }
+
+/// The Redis keys of project `p`, as the gateway names them.
+pub fn keys_of(p: &str) -> canvas_shared::hot::keys::ProjectKeys {
+    let project = canvas_shared::ids::ProjectId::parse(p).expect("project id");
+    canvas_shared::hot::keys::ProjectKeys::new(&project)
+}

@@ -326,3 +326,10 @@ pub async fn metrics_json(addr: SocketAddr) -> Value {
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).expect("metrics JSON")
 }
+
+/// The Redis keys of project `p`, as the hot state names them.
+#[allow(dead_code)]
+pub fn keys_of(p: &str) -> canvas_shared::hot::keys::ProjectKeys {
+    let project = canvas_shared::ids::ProjectId::parse(p).expect("project id");
+    canvas_shared::hot::keys::ProjectKeys::new(&project)
+}

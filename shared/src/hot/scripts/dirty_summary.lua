@@ -1,29 +1,26 @@
--- Dirty projects for metrics: waiting (dirty index) and being saved (lease index).
--- KEYS: 1 dirty index, 2 lease index. Returns {count, oldest ms or -1, ids (up to 100, oldest first)}.
-local entries, seen = {}, {}
-local waiting = redis.call('ZRANGE', KEYS[1], 0, 99, 'WITHSCORES')
-for i = 1, #waiting, 2 do
-  entries[#entries + 1] = { waiting[i], tonumber(waiting[i + 1]) }
-  seen[waiting[i]] = true
-end
-local extra = 0
-for _, project in ipairs(redis.call('ZRANGE', KEYS[2], 0, 999)) do
-  local since = redis.call('HGET', 'canvas:{' .. project .. '}:lease', 'since')
-  if redis.call('ZSCORE', KEYS[1], project) == false then
-    extra = extra + 1
-  end
-  if not seen[project] and since then
-    entries[#entries + 1] = { project, tonumber(since) }
-    seen[project] = true
-  elseif since then
-    for _, e in ipairs(entries) do
-      if e[1] == project and tonumber(since) < e[2] then e[2] = tonumber(since) end
+-- One bucket's dirty projects for metrics: waiting (dirty index) and being saved (saving index), each once at
+-- its oldest time. KEYS: 1 dirty index, 2 saving index.
+-- Returns {count, ids and times (up to 100, oldest first, flat)}: the 100 oldest of the union are among the 100
+-- oldest of each index.
+local entries, at = {}, {}
+for k = 1, 2 do
+  local rows = redis.call('ZRANGE', KEYS[k], 0, 99, 'WITHSCORES')
+  for i = 1, #rows, 2 do
+    local project, score = rows[i], tonumber(rows[i + 1])
+    if at[project] == nil then
+      entries[#entries + 1] = project
+      at[project] = score
+    elseif score < at[project] then
+      at[project] = score
     end
   end
 end
-table.sort(entries, function(a, b) return a[2] < b[2] end)
-local ids = {}
-for i = 1, math.min(#entries, 100) do ids[i] = entries[i][1] end
-local oldest = -1
-if #entries > 0 then oldest = string.format('%d', entries[1][2]) end
-return { redis.call('ZCARD', KEYS[1]) + extra, oldest, ids }
+table.sort(entries, function(a, b) return at[a] < at[b] end)
+local flat = {}
+for i = 1, math.min(#entries, 100) do
+  flat[#flat + 1] = entries[i]
+  flat[#flat + 1] = string.format('%d', at[entries[i]])
+end
+local count = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+  - redis.call('ZINTERCARD', 2, KEYS[1], KEYS[2])
+return { count, flat }

@@ -1,8 +1,9 @@
 -- Applies one edit to a project atomically, in one round trip.
--- KEYS: 1 objects, 2 mtimes, 3 meta, 4 changed, 5 dirty index, 6 journal, 7 resident index
+-- KEYS: 1 objects, 2 mtimes, 3 meta, 4 changed, 5 dirty index, 6 journal, 7 resident index (both of the project's
+--       bucket), 8 channel
 -- ARGV: 1 op (c|u|d), 2 object id, 3 object id as JSON, 4 body (create: object JSON without version;
 --       update: patch JSON), 5 now ms, 6 `by` as JSON, 7 origin connection id, 8 max object bytes,
---       9 max objects, 10 channel, 11 project id, 12 traceparent (may be empty),
+--       9 max objects, 10 publish command (PUBLISH, or SPUBLISH on a cluster), 11 project id, 12 traceparent (may be empty),
 --       13 the version an update or delete requires (empty: unconditional), 14 journal length (0: no journal),
 --       15 max project bytes, 16 the highest seq the caller has seen for the project (its floor)
 -- Returns {status, version, seq, object JSON after a create or update}; status is ok | not_loaded | exists | not_found | too_large | too_many | bad_type |
@@ -93,5 +94,5 @@ if ARGV[14] ~= '0' then
     redis.call(unpack(entry))
   end
 end
-redis.call('PUBLISH', ARGV[10], ARGV[7] .. '\n' .. seq .. '\n' .. ARGV[12] .. '\n' .. frame)
+redis.call(ARGV[10], KEYS[8], ARGV[7] .. '\n' .. seq .. '\n' .. ARGV[12] .. '\n' .. frame)
 return { 'ok', version, seq, body or '' }

@@ -1,21 +1,31 @@
 //! The production hot state on Redis: every edit is one Lua script call (one round trip), and fan-out uses one
 //! pub/sub channel per project, subscribed only while this process has a client in it.
+//!
+//! The same code runs on one Redis and on a Redis Cluster ([`RedisTarget`]): every script touches the keys of one
+//! slot, all passed in KEYS (see [`super::keys`] for the layout), and what spans projects (claiming, metrics,
+//! eviction) walks the buckets.
 
-use std::collections::HashSet;
+mod bus;
+mod connection;
+mod sharded_bus;
+
+pub use connection::RedisTarget;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use futures_util::{stream, StreamExt, TryStreamExt};
 use redis::{Client, Script};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::keys::{ProjectKeys, COLD_LOADS, DIRTY_INDEX, LEASE_INDEX, RESIDENT_INDEX, SIZE_INDEX};
+use self::connection::RedisConn;
+use super::keys::{BucketKeys, ProjectKeys};
 use super::save_queue::SAVED_ORIGIN;
 use super::{
-    Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
+    Applied, Bus, BusEvent, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
     EditStore, Eviction, HotError, IdempotencyClaim, JournalEntry, JournalPage, LeaseClock,
     Reachable, Residency, SaveQueue, Snapshot, DEFAULT_JOURNAL_LEN,
 };
@@ -27,38 +37,40 @@ use crate::object::Edit;
 use crate::protocol::json_string;
 use crate::stored::{StoredObject, Tombstone};
 
-const JSON_LUA: &str = include_str!("scripts/json.lua");
+const JSON_LUA: &str = include_str!("../scripts/json.lua");
 
 fn with_json(body: &str) -> Script {
     Script::new(&format!("{JSON_LUA}\n{body}"))
 }
 
-static EDIT: LazyLock<Script> = LazyLock::new(|| with_json(include_str!("scripts/edit.lua")));
+static EDIT: LazyLock<Script> = LazyLock::new(|| with_json(include_str!("../scripts/edit.lua")));
 static SNAPSHOT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/snapshot.lua")));
+    LazyLock::new(|| Script::new(include_str!("../scripts/snapshot.lua")));
 static JOURNAL: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/journal.lua")));
+    LazyLock::new(|| Script::new(include_str!("../scripts/journal.lua")));
 static RAISE_SEQ: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/raise_seq.lua")));
-static LOAD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/load.lua")));
+    LazyLock::new(|| Script::new(include_str!("../scripts/raise_seq.lua")));
+static LOAD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../scripts/load.lua")));
 static LOAD_CHUNK: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/load_chunk.lua")));
-static EVICT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/evict.lua")));
+    LazyLock::new(|| Script::new(include_str!("../scripts/load_chunk.lua")));
+static EVICT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../scripts/evict.lua")));
 static HOLD_BACK: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/hold_back.lua")));
-static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/claim.lua")));
+    LazyLock::new(|| Script::new(include_str!("../scripts/hold_back.lua")));
+static CLAIMABLE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../scripts/claimable.lua")));
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../scripts/claim.lua")));
 static READ_CLAIM: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/read_claim.lua")));
-static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/renew.lua")));
+    LazyLock::new(|| Script::new(include_str!("../scripts/read_claim.lua")));
+static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../scripts/renew.lua")));
 static COMPLETE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/complete.lua")));
+    LazyLock::new(|| Script::new(include_str!("../scripts/complete.lua")));
 static ABANDON: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/abandon.lua")));
+    LazyLock::new(|| Script::new(include_str!("../scripts/abandon.lua")));
 static DIRTY_SUMMARY: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/dirty_summary.lua")));
+    LazyLock::new(|| Script::new(include_str!("../scripts/dirty_summary.lua")));
 
-/// How long one Redis command may take before the caller gets `unavailable`.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Buckets asked at once when a call walks them all (claims, metrics, eviction).
+const BUCKET_CONCURRENCY: usize = 16;
 
 /// A project with at most this many objects and bytes is read in one script reply; a bigger one is copied and
 /// paged, so that no reply is big enough to trip [`RESPONSE_TIMEOUT`] or to hold a whole big project twice.
@@ -96,32 +108,53 @@ fn edit_failure(err: redis::RedisError) -> HotError {
 /// Redis-backed [`EditStore`] and [`SaveQueue`].
 #[derive(Clone)]
 pub struct RedisHotState {
-    client: Client,
-    conn: ConnectionManager,
+    target: RedisTarget,
+    conn: RedisConn,
     lease_clock: LeaseClock,
     /// Edits each project's journal keeps at least.
     journal_len: usize,
 }
 
 impl RedisHotState {
-    /// Prepares a connection; it is made lazily and re-made by itself after an outage.
+    /// A single Redis at `url`; see [`RedisHotState::open`].
     pub fn connect(url: &str) -> Result<Self, HotError> {
-        let client = Client::open(url).map_err(|e| {
-            HotError::Unavailable(Cause::explained(format!("bad REDIS_URL {url:?}: {e}"), e))
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        Self::open(url)
+    }
+
+    /// Prepares a connection to a single Redis or a cluster; it is made lazily and re-made by itself after an
+    /// outage.
+    pub fn open(target: impl Into<RedisTarget>) -> Result<Self, HotError> {
+        let target = target.into();
+        let conn = RedisConn::open(&target)?;
         Ok(Self {
-            client,
+            target,
             conn,
             lease_clock: LeaseClock::store(),
             journal_len: DEFAULT_JOURNAL_LEN,
         })
+    }
+
+    /// How the scripts publish: sharded on a cluster, so that a message only travels within its shard.
+    fn publish_command(&self) -> &'static str {
+        if self.target.sharded() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// Runs `call` on every bucket (a few at a time) and gathers the results in bucket order.
+    async fn each_bucket<T, F, Fut>(&self, call: F) -> Result<Vec<T>, HotError>
+    where
+        F: Fn(RedisConn, &'static BucketKeys) -> Fut,
+        Fut: Future<Output = Result<T, HotError>>,
+    {
+        // By index: a closure over `&'static BucketKeys` items trips the async-trait futures' lifetimes.
+        stream::iter(0..BucketKeys::all().len())
+            .map(|bucket| call(self.conn.clone(), &BucketKeys::all()[bucket]))
+            .buffered(BUCKET_CONCURRENCY)
+            .try_collect()
+            .await
     }
 
     /// Judges leases on `clock` instead of Redis' `TIME` (tests pin it to explicit times).
@@ -184,9 +217,10 @@ impl EditStore for RedisHotState {
             .key(&keys.mtimes)
             .key(&keys.meta)
             .key(&keys.changed)
-            .key(DIRTY_INDEX)
+            .key(&keys.bucket.dirty)
             .key(&keys.journal)
-            .key(RESIDENT_INDEX)
+            .key(&keys.bucket.resident)
+            .key(&keys.channel)
             .arg(op)
             .arg(id.as_str())
             .arg(json_string(id.as_str()))
@@ -196,7 +230,7 @@ impl EditStore for RedisHotState {
             .arg(ctx.origin)
             .arg(ctx.limits.max_object_bytes)
             .arg(ctx.limits.max_objects_per_project)
-            .arg(&keys.channel)
+            .arg(self.publish_command())
             .arg(project.as_str())
             .arg(trace)
             .arg(edit.if_version().map(|v| v.to_string()).unwrap_or_default())
@@ -234,7 +268,7 @@ impl EditStore for RedisHotState {
         let reply: Option<Vec<String>> = SNAPSHOT
             .key(&keys.objects)
             .key(&keys.meta)
-            .key(RESIDENT_INDEX)
+            .key(&keys.bucket.resident)
             .key(&copy)
             .arg(crate::time::now_ms())
             .arg(project.as_str())
@@ -378,9 +412,9 @@ impl EditStore for RedisHotState {
         invocation
             .key(&keys.mtimes)
             .key(&keys.meta)
-            .key(RESIDENT_INDEX)
-            .key(SIZE_INDEX)
-            .key(COLD_LOADS)
+            .key(&keys.bucket.resident)
+            .key(&keys.bucket.sizes)
+            .key(&keys.bucket.cold_loads)
             .arg(seq_floor)
             .arg(crate::time::now_ms())
             .arg(newest)
@@ -406,19 +440,27 @@ impl EditStore for RedisHotState {
         if projects.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        // One pipeline per bucket: a cluster runs a pipeline on one slot only.
+        let mut by_bucket: HashMap<usize, redis::Pipeline> = HashMap::new();
         for project in projects {
-            let present = ProjectKeys::new(project).present;
+            let keys = ProjectKeys::new(project);
+            let pipe = by_bucket.entry(keys.bucket.bucket).or_insert_with(redis::pipe);
             pipe.cmd("HSET")
-                .arg(&present)
+                .arg(&keys.present)
                 .arg(gateway)
                 .arg(until_ms)
                 .ignore();
-            pipe.cmd("PEXPIRE").arg(&present).arg(ttl_ms).ignore();
+            pipe.cmd("PEXPIRE").arg(&keys.present).arg(ttl_ms).ignore();
         }
-        pipe.query_async::<()>(&mut self.conn.clone())
+        stream::iter(by_bucket.into_values())
+            .map(|pipe| {
+                let mut conn = self.conn.clone();
+                async move { pipe.query_async::<()>(&mut conn).await.map_err(unavailable) }
+            })
+            .buffer_unordered(BUCKET_CONCURRENCY)
+            .try_collect::<Vec<()>>()
             .await
-            .map_err(unavailable)
+            .map(|_| ())
     }
 
     async fn mark_absent(&self, gateway: &str, project: &ProjectId) -> Result<(), HotError> {
@@ -437,7 +479,7 @@ impl EditStore for RedisHotState {
         frame: &str,
     ) -> Result<(), HotError> {
         let channel = ProjectKeys::new(project).channel;
-        redis::cmd("PUBLISH")
+        redis::cmd(self.publish_command())
             .arg(channel)
             .arg(format!("{origin}\n0\n\n{frame}"))
             .query_async::<()>(&mut self.conn.clone())
@@ -506,23 +548,37 @@ impl EditStore for RedisHotState {
     }
 
     fn open_bus(&self, events: mpsc::Sender<BusEvent>) -> Arc<dyn Bus> {
-        let bus = Arc::new(RedisBus {
-            client: self.client.clone(),
-            state: Mutex::new(BusState::default()),
-            reset: tokio::sync::Notify::new(),
-        });
-        tokio::spawn(run_bus(Arc::clone(&bus), events));
-        bus
+        match &self.target {
+            RedisTarget::Single { url } => match Client::open(url.as_str()) {
+                Ok(client) => bus::open(client, events),
+                // Unreachable in practice: the same URL opened the store's own connection.
+                Err(e) => bus::broken(unavailable(e)),
+            },
+            RedisTarget::Cluster { nodes } => sharded_bus::open(nodes, events),
+        }
     }
 }
 
 #[async_trait]
 impl Reachable for RedisHotState {
     async fn ping(&self) -> Result<(), HotError> {
+        let mut conn = self.conn.clone();
         redis::cmd("PING")
-            .query_async::<()>(&mut self.conn.clone())
+            .query_async::<()>(&mut conn)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if self.target.sharded() {
+            // A node that answers is not enough: the cluster serves every slot only when its state is ok.
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if !info.lines().any(|line| line.trim() == "cluster_state:ok") {
+                return Err(unavailable_because("the Redis Cluster's state is not ok"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -535,27 +591,53 @@ impl SaveQueue for RedisHotState {
         lease_ms: u64,
     ) -> Result<Vec<Claim>, HotError> {
         let token_prefix = format!("{owner}:{}", uuid::Uuid::new_v4().simple());
-        let rows: Vec<(String, String, i64, u64)> = CLAIM
-            .key(DIRTY_INDEX)
-            .key(LEASE_INDEX)
-            .arg(self.lease_now_arg())
-            .arg(lease_ms)
-            .arg(token_prefix)
-            .arg(max)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(project, token, dirty_since, seq)| {
-                ProjectId::parse(project).ok().map(|project| Claim {
-                    project,
-                    token,
-                    dirty_since,
-                    seq,
-                })
+        let now = self.lease_now_arg();
+        // Every bucket says what it holds; the oldest of all are then claimed one by one, each claim re-checking
+        // atomically (another saver may have taken it in between).
+        let found: Vec<(Vec<String>, Vec<f64>, usize)> = self
+            .each_bucket(|mut conn, bucket| {
+                let now = now.clone();
+                async move {
+                    CLAIMABLE
+                        .key(&bucket.dirty)
+                        .key(&bucket.leases)
+                        .arg(now)
+                        .arg(max)
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(unavailable)
+                }
             })
-            .collect())
+            .await?;
+        // Expired leases first, longest expired first; then dirty projects, oldest change first.
+        let mut candidates: Vec<(bool, f64, String)> = found
+            .into_iter()
+            .flat_map(|(ids, scores, leases)| {
+                ids.into_iter()
+                    .zip(scores)
+                    .enumerate()
+                    .map(move |(i, (id, score))| (i >= leases, score, id))
+            })
+            .collect();
+        candidates.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then(a.1.total_cmp(&b.1))
+                .then_with(|| a.2.cmp(&b.2))
+        });
+        let mut claims = Vec::new();
+        for (_, _, id) in candidates {
+            if claims.len() >= max {
+                break;
+            }
+            let Ok(project) = ProjectId::parse(id) else {
+                continue;
+            };
+            let token = format!("{token_prefix}:{}", claims.len() + 1);
+            if let Some(claim) = self.claim_one(project, token, &now, lease_ms).await? {
+                claims.push(claim);
+            }
+        }
+        Ok(claims)
     }
 
     async fn read_claim_page(
@@ -609,7 +691,7 @@ impl SaveQueue for RedisHotState {
         let keys = ProjectKeys::new(&claim.project);
         let renewed: i64 = RENEW
             .key(&keys.lease)
-            .key(LEASE_INDEX)
+            .key(&keys.bucket.leases)
             .arg(&claim.token)
             .arg(claim.project.as_str())
             .arg(lease_ms)
@@ -625,17 +707,19 @@ impl SaveQueue for RedisHotState {
         let done: i64 = COMPLETE
             .key(&keys.saving)
             .key(&keys.lease)
-            .key(LEASE_INDEX)
+            .key(&keys.bucket.leases)
             .key(&keys.meta)
             .key(&keys.objects)
             .key(&keys.mtimes)
             .key(&keys.changed)
             .key(&keys.refused)
-            .key(SIZE_INDEX)
+            .key(&keys.bucket.sizes)
+            .key(&keys.bucket.saving)
+            .key(&keys.channel)
             .arg(&claim.token)
             .arg(claim.project.as_str())
             .arg(claim.seq)
-            .arg(&keys.channel)
+            .arg(self.publish_command())
             .arg(SAVED_ORIGIN)
             .invoke_async(&mut self.conn.clone())
             .await
@@ -649,8 +733,9 @@ impl SaveQueue for RedisHotState {
             .key(&keys.changed)
             .key(&keys.saving)
             .key(&keys.lease)
-            .key(LEASE_INDEX)
-            .key(DIRTY_INDEX)
+            .key(&keys.bucket.leases)
+            .key(&keys.bucket.dirty)
+            .key(&keys.bucket.saving)
             .arg(&claim.token)
             .arg(claim.project.as_str())
             .arg(claim.dirty_since)
@@ -661,16 +746,29 @@ impl SaveQueue for RedisHotState {
     }
 
     async fn dirty_summary(&self) -> Result<DirtySummary, HotError> {
-        let (count, oldest, project_ids): (usize, i64, Vec<String>) = DIRTY_SUMMARY
-            .key(DIRTY_INDEX)
-            .key(LEASE_INDEX)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let buckets: Vec<(usize, Vec<(String, i64)>)> = self
+            .each_bucket(|mut conn, bucket| async move {
+                DIRTY_SUMMARY
+                    .key(&bucket.dirty)
+                    .key(&bucket.saving)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        let mut count = 0;
+        let mut oldest: Vec<(String, i64)> = Vec::new();
+        for (in_bucket, entries) in buckets {
+            count += in_bucket;
+            oldest.extend(entries);
+        }
+        // Each bucket's 100 oldest hold the 100 oldest of all.
+        oldest.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        oldest.truncate(100);
         Ok(DirtySummary {
             count,
-            oldest_modification: (oldest >= 0).then_some(oldest),
-            project_ids,
+            oldest_modification: oldest.first().map(|(_, since)| *since),
+            project_ids: oldest.into_iter().map(|(id, _)| id).collect(),
         })
     }
 
@@ -697,20 +795,28 @@ impl SaveQueue for RedisHotState {
         idle_before_ms: i64,
         max: usize,
     ) -> Result<Vec<ProjectId>, HotError> {
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(RESIDENT_INDEX)
-            .arg("-inf")
-            .arg(idle_before_ms)
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(max)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(ids
+        let buckets: Vec<Vec<(String, f64)>> = self
+            .each_bucket(|mut conn, bucket| async move {
+                redis::cmd("ZRANGE")
+                    .arg(&bucket.resident)
+                    .arg("-inf")
+                    .arg(idle_before_ms)
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(max)
+                    .arg("WITHSCORES")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        let mut idle: Vec<(String, f64)> = buckets.into_iter().flatten().collect();
+        idle.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(idle
             .into_iter()
-            .filter_map(|id| ProjectId::parse(id).ok())
+            .take(max)
+            .filter_map(|(id, _)| ProjectId::parse(id).ok())
             .collect())
     }
 
@@ -722,11 +828,11 @@ impl SaveQueue for RedisHotState {
         persisted_seq: u64,
     ) -> Result<Eviction, HotError> {
         let keys = ProjectKeys::new(project);
-        let mut invocation = EVICT.key(RESIDENT_INDEX);
+        let mut invocation = EVICT.key(&keys.bucket.resident);
         invocation
-            .key(DIRTY_INDEX)
-            .key(LEASE_INDEX)
-            .key(SIZE_INDEX)
+            .key(&keys.bucket.dirty)
+            .key(&keys.bucket.leases)
+            .key(&keys.bucket.sizes)
             .key(&keys.meta)
             .key(&keys.changed)
             .key(&keys.saving)
@@ -753,47 +859,83 @@ impl SaveQueue for RedisHotState {
     }
 
     async fn residency(&self, biggest: usize) -> Result<Residency, HotError> {
-        let mut conn = self.conn.clone();
-        let (resident, cold_loads, sizes, info): (u64, Option<u64>, Vec<(String, f64)>, String) =
-            redis::pipe()
-                .cmd("ZCARD")
-                .arg(RESIDENT_INDEX)
-                .cmd("GET")
-                .arg(COLD_LOADS)
-                .cmd("ZRANGE")
-                .arg(SIZE_INDEX)
-                .arg(0)
-                .arg(biggest.saturating_sub(1))
-                .arg("REV")
-                .arg("WITHSCORES")
-                .cmd("INFO")
-                .arg("memory")
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-        let used_memory = info.lines().find_map(|line| {
-            line.strip_prefix("used_memory:")
-                .and_then(|v| v.trim().parse().ok())
-        });
-        Ok(Residency {
-            resident,
-            cold_loads: cold_loads.unwrap_or(0),
-            biggest: if biggest == 0 {
-                Vec::new()
-            } else {
-                sizes
-                    .into_iter()
-                    .map(|(id, bytes)| (id, bytes as u64))
-                    .collect()
-            },
-            used_memory,
-        })
+        let buckets: Vec<(u64, Option<u64>, Vec<(String, f64)>)> = self
+            .each_bucket(|mut conn, bucket| async move {
+                redis::pipe()
+                    .cmd("ZCARD")
+                    .arg(&bucket.resident)
+                    .cmd("GET")
+                    .arg(&bucket.cold_loads)
+                    .cmd("ZRANGE")
+                    .arg(&bucket.sizes)
+                    .arg(0)
+                    .arg(biggest.max(1) - 1)
+                    .arg("REV")
+                    .arg("WITHSCORES")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        let mut residency = Residency {
+            used_memory: self.conn.used_memory().await,
+            ..Residency::default()
+        };
+        let mut sizes = Vec::new();
+        for (resident, cold_loads, biggest_here) in buckets {
+            residency.resident += resident;
+            residency.cold_loads += cold_loads.unwrap_or(0);
+            sizes.extend(biggest_here);
+        }
+        if biggest > 0 {
+            sizes.sort_by(|a, b| b.1.total_cmp(&a.1));
+            residency.biggest = sizes
+                .into_iter()
+                .take(biggest)
+                .map(|(id, bytes)| (id, bytes as u64))
+                .collect();
+        }
+        Ok(residency)
+    }
+}
+
+impl RedisHotState {
+    /// Claims one project found claimable, if it still is.
+    async fn claim_one(
+        &self,
+        project: ProjectId,
+        token: String,
+        now: &str,
+        lease_ms: u64,
+    ) -> Result<Option<Claim>, HotError> {
+        let keys = ProjectKeys::new(&project);
+        let claimed: Option<(String, i64, u64)> = CLAIM
+            .key(&keys.bucket.dirty)
+            .key(&keys.bucket.leases)
+            .key(&keys.bucket.saving)
+            .key(&keys.changed)
+            .key(&keys.saving)
+            .key(&keys.lease)
+            .key(&keys.meta)
+            .arg(now)
+            .arg(lease_ms)
+            .arg(&token)
+            .arg(project.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(claimed.map(|(token, dirty_since, seq)| Claim {
+            project,
+            token,
+            dirty_since,
+            seq,
+        }))
     }
 }
 
 /// Pages through a snapshot's copy of a project's objects (HSCAN may repeat a field; each is kept once), and
 /// checks that the copy was still whole when read.
-async fn page_copy(conn: &mut ConnectionManager, copy: &str) -> Result<Vec<String>, HotError> {
+async fn page_copy(conn: &mut RedisConn, copy: &str) -> Result<Vec<String>, HotError> {
     let mut seen = HashSet::new();
     let mut objects = Vec::new();
     let mut cursor: u64 = 0;
@@ -827,153 +969,4 @@ async fn page_copy(conn: &mut ConnectionManager, copy: &str) -> Result<Vec<Strin
         ));
     }
     Ok(objects)
-}
-
-/// One pub/sub connection per process, with the set of channels it should be subscribed to.
-struct RedisBus {
-    client: Client,
-    state: Mutex<BusState>,
-    /// Rings when a subscribe failed on a connection that looks alive: the connection is then dropped and
-    /// rebuilt, which subscribes every wanted channel again and tells the gateway to resync its clients.
-    reset: tokio::sync::Notify,
-}
-
-#[derive(Default)]
-struct BusState {
-    channels: HashSet<String>,
-    /// Present while connected.
-    sink: Option<PubSubSink>,
-}
-
-#[async_trait]
-impl Bus for RedisBus {
-    async fn subscribe(&self, project: &ProjectId) -> Result<(), HotError> {
-        let channel = ProjectKeys::new(project).channel;
-        let mut state = self.state.lock().await;
-        state.channels.insert(channel.clone());
-        // While disconnected the reconnect loop subscribes every wanted channel.
-        let Some(sink) = state.sink.as_mut() else {
-            return Err(unavailable_because("pub/sub is reconnecting"));
-        };
-        let failed = match tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(&channel)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => unavailable(e),
-            Err(_) => unavailable_because("pub/sub subscribe timed out"),
-        };
-        // Without a reconnect nothing would retry this channel, and its clients would miss broadcasts unnoticed.
-        state.sink = None;
-        self.reset.notify_one();
-        Err(failed)
-    }
-
-    async fn unsubscribe(&self, project: &ProjectId) -> Result<(), HotError> {
-        let channel = ProjectKeys::new(project).channel;
-        let mut state = self.state.lock().await;
-        state.channels.remove(&channel);
-        let Some(sink) = state.sink.as_mut() else {
-            return Ok(());
-        };
-        if !matches!(
-            tokio::time::timeout(RESPONSE_TIMEOUT, sink.unsubscribe(&channel)).await,
-            Ok(Ok(()))
-        ) {
-            // A connection that does not answer may be half-open: nothing would notice until a subscribe, and
-            // its subscribers would miss broadcasts meanwhile. Rebuilding it resubscribes what is wanted.
-            state.sink = None;
-            self.reset.notify_one();
-        }
-        Ok(())
-    }
-}
-
-fn parse_message(msg: &redis::Msg) -> Option<BusMessage> {
-    let project = ProjectKeys::project_of_channel(msg.get_channel_name())?;
-    let payload = std::str::from_utf8(msg.get_payload_bytes()).ok()?;
-    let (origin, rest) = payload.split_once('\n')?;
-    let (seq, rest) = rest.split_once('\n')?;
-    let (trace, frame) = rest.split_once('\n')?;
-    Some(BusMessage {
-        project,
-        origin: origin.to_string(),
-        seq: seq.parse().ok()?,
-        frame: Arc::from(frame),
-        trace: (!trace.is_empty()).then(|| trace.to_string()),
-    })
-}
-
-/// Keeps the pub/sub connection alive: connects, (re)subscribes every wanted channel, forwards messages, and
-/// reports losses so the owner can resend snapshots. Ends when the receiver of `events` is dropped.
-async fn run_bus(bus: Arc<RedisBus>, events: mpsc::Sender<BusEvent>) {
-    let mut delay = Duration::from_millis(50);
-    let mut connected_before = false;
-    loop {
-        if events.is_closed() {
-            return;
-        }
-        let pubsub =
-            match tokio::time::timeout(RESPONSE_TIMEOUT, bus.client.get_async_pubsub()).await {
-                Ok(Ok(p)) => p,
-                _ => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                    continue;
-                }
-            };
-        let (mut sink, mut stream) = pubsub.split();
-        let resubscribed = {
-            let mut state = bus.state.lock().await;
-            let channels: Vec<String> = state.channels.iter().cloned().collect();
-            let mut ok = true;
-            for channel in &channels {
-                if !matches!(
-                    tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(channel)).await,
-                    Ok(Ok(()))
-                ) {
-                    ok = false;
-                    break;
-                }
-            }
-            if ok {
-                state.sink = Some(sink);
-            }
-            ok
-        };
-        if !resubscribed {
-            tokio::time::sleep(delay).await;
-            continue;
-        }
-        delay = Duration::from_millis(50);
-        // Also after the first connect: a client that joined before it missed what was published until now.
-        let event = if connected_before {
-            tracing::info!("pub/sub reconnected; subscriptions restored");
-            BusEvent::Resubscribed
-        } else {
-            BusEvent::Connected
-        };
-        if events.send(event).await.is_err() {
-            return;
-        }
-        connected_before = true;
-        loop {
-            tokio::select! {
-                msg = stream.next() => match msg {
-                    Some(msg) => {
-                        if let Some(message) = parse_message(&msg) {
-                            if events.send(BusEvent::Message(message)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    None => break,
-                },
-                _ = bus.reset.notified() => break,
-                _ = events.closed() => return,
-            }
-        }
-        bus.state.lock().await.sink = None;
-        tracing::warn!("pub/sub connection lost; reconnecting");
-        if events.send(BusEvent::Disconnected).await.is_err() {
-            return;
-        }
-    }
 }
