@@ -425,11 +425,7 @@ async fn an_expired_token_edits_nothing_even_while_its_client_stops_reading() {
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        redis.cli(&[
-            "HEXISTS",
-            &common::keys_of(&p).objects,
-            "after-expiry"
-        ]),
+        redis.cli(&["HEXISTS", &common::keys_of(&p).objects, "after-expiry"]),
         "0",
         "an edit sent after the token expired was applied"
     );

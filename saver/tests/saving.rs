@@ -187,7 +187,12 @@ async fn a_save_that_lost_its_lease_does_not_write() {
     .await;
 
     // The lease runs out (as if the saver had stalled) and another saver takes the project over.
-    env.redis.cli(&["ZADD", &common::keys_of("lease").bucket.leases, "0", "lease"]);
+    env.redis.cli(&[
+        "ZADD",
+        &common::keys_of("lease").bucket.leases,
+        "0",
+        "lease",
+    ]);
     let stolen = hot.claim_dirty("intruder", 10, 60_000).await.unwrap();
     assert_eq!(stolen.len(), 1);
     assert_eq!(stolen[0].project.as_str(), "lease");
@@ -439,7 +444,12 @@ async fn a_stalled_write_that_lands_after_a_lease_takeover_never_undoes_the_new_
     // Newer edits arrive; A's lease runs out and saver B takes the project over and saves them.
     update(hot.as_ref(), "takeover", "kept", json!({"x": 2})).await;
     delete(hot.as_ref(), "takeover", "gone").await;
-    env.redis.cli(&["ZADD", &common::keys_of("takeover").bucket.leases, "0", "takeover"]);
+    env.redis.cli(&[
+        "ZADD",
+        &common::keys_of("takeover").bucket.leases,
+        "0",
+        "takeover",
+    ]);
     s.owner = "saver-b".into();
     let b = spawn_saver(Arc::clone(&hot), Arc::new(env.store.clone()), s).await;
     wait_clean(hot.as_ref(), Duration::from_secs(10)).await;

@@ -25,7 +25,9 @@ impl RedisArgs {
     /// Where the hot state lives: the cluster when one is named, else the single Redis.
     pub fn target(&self) -> crate::hot::redis::RedisTarget {
         match self.redis_cluster_nodes.as_deref().map(str::trim) {
-            Some(nodes) if !nodes.is_empty() => crate::hot::redis::RedisTarget::cluster_from_list(nodes),
+            Some(nodes) if !nodes.is_empty() => {
+                crate::hot::redis::RedisTarget::cluster_from_list(nodes)
+            }
             _ => crate::hot::redis::RedisTarget::Single {
                 url: self.redis_url.clone(),
             },

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use canvas_shared::hot::keys::ProjectKeys;
 use canvas_shared::hot::memory::MemoryHotState;
 use canvas_shared::hot::redis::RedisHotState;
-use canvas_shared::hot::keys::ProjectKeys;
 use canvas_shared::hot::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, ClaimCursor, DirtySummary, EditContext,
     Eviction, HotError, HotStore, JournalPage, LeaseClock, PageBounds, DEFAULT_JOURNAL_LEN,
@@ -1974,7 +1974,11 @@ async fn redis_leases_run_on_redis_time() {
     };
     let lease_score = || -> i64 {
         server
-            .cli(&["ZSCORE", &ProjectKeys::new(&pid("p-clock")).bucket.leases, "p-clock"])
+            .cli(&[
+                "ZSCORE",
+                &ProjectKeys::new(&pid("p-clock")).bucket.leases,
+                "p-clock",
+            ])
             .trim()
             .parse()
             .expect("lease score")

@@ -29,7 +29,9 @@ pub fn slot_of(tag: &str) -> u16 {
 
 /// The bucket a project lives in, for good: the CRC16 of its id, modulo [`BUCKETS`].
 pub fn bucket_of(project: &ProjectId) -> usize {
-    usize::from(crc16::State::<crc16::XMODEM>::calculate(project.as_str().as_bytes())) % BUCKETS
+    usize::from(crc16::State::<crc16::XMODEM>::calculate(
+        project.as_str().as_bytes(),
+    )) % BUCKETS
 }
 
 /// The hash tag of bucket `bucket`: the first `b<bucket>.<n>` whose slot falls in the bucket's slot range.
@@ -197,7 +199,13 @@ mod tests {
         let width = usize::from(SLOTS) / BUCKETS;
         for keys in BucketKeys::all() {
             let slot = usize::from(slot_of(&keys.tag));
-            assert_eq!(slot / width, keys.bucket, "bucket {} tag {}", keys.bucket, keys.tag);
+            assert_eq!(
+                slot / width,
+                keys.bucket,
+                "bucket {} tag {}",
+                keys.bucket,
+                keys.tag
+            );
         }
     }
 

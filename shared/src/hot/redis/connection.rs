@@ -48,7 +48,9 @@ impl RedisTarget {
 
 impl From<&str> for RedisTarget {
     fn from(url: &str) -> Self {
-        RedisTarget::Single { url: url.to_string() }
+        RedisTarget::Single {
+            url: url.to_string(),
+        }
     }
 }
 
@@ -93,7 +95,10 @@ impl RedisConn {
         match target {
             RedisTarget::Single { url } => {
                 let client = Client::open(url.as_str()).map_err(|e| {
-                    HotError::Unavailable(Cause::explained(format!("bad REDIS_URL {url:?}: {e}"), e))
+                    HotError::Unavailable(Cause::explained(
+                        format!("bad REDIS_URL {url:?}: {e}"),
+                        e,
+                    ))
                 })?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(RESPONSE_TIMEOUT))

@@ -7,9 +7,11 @@
 
 mod bus;
 mod connection;
+mod migrate;
 mod sharded_bus;
 
 pub use connection::RedisTarget;
+pub use migrate::{migrate_to_buckets, MigrationReport};
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -25,9 +27,9 @@ use self::connection::RedisConn;
 use super::keys::{BucketKeys, ProjectKeys};
 use super::save_queue::SAVED_ORIGIN;
 use super::{
-    Applied, Bus, BusEvent, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal,
-    EditStore, Eviction, HotError, IdempotencyClaim, JournalEntry, JournalPage, LeaseClock,
-    Reachable, Residency, SaveQueue, Snapshot, DEFAULT_JOURNAL_LEN,
+    Applied, Bus, BusEvent, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal, EditStore,
+    Eviction, HotError, IdempotencyClaim, JournalEntry, JournalPage, LeaseClock, Reachable,
+    Residency, SaveQueue, Snapshot, DEFAULT_JOURNAL_LEN,
 };
 use crate::cause::Cause;
 use crate::error::{ErrorCode, Rejection};
@@ -53,15 +55,18 @@ static RAISE_SEQ: LazyLock<Script> =
 static LOAD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../scripts/load.lua")));
 static LOAD_CHUNK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/load_chunk.lua")));
-static EVICT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../scripts/evict.lua")));
+static EVICT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../scripts/evict.lua")));
 static HOLD_BACK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/hold_back.lua")));
 static CLAIMABLE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/claimable.lua")));
-static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../scripts/claim.lua")));
+static CLAIM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../scripts/claim.lua")));
 static READ_CLAIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/read_claim.lua")));
-static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../scripts/renew.lua")));
+static RENEW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../scripts/renew.lua")));
 static COMPLETE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/complete.lua")));
 static ABANDON: LazyLock<Script> =
@@ -143,18 +148,45 @@ impl RedisHotState {
         }
     }
 
-    /// Runs `call` on every bucket (a few at a time) and gathers the results in bucket order.
-    async fn each_bucket<T, F, Fut>(&self, call: F) -> Result<Vec<T>, HotError>
-    where
-        F: Fn(RedisConn, &'static BucketKeys) -> Fut,
-        Fut: Future<Output = Result<T, HotError>>,
-    {
-        // By index: a closure over `&'static BucketKeys` items trips the async-trait futures' lifetimes.
-        stream::iter(0..BucketKeys::all().len())
-            .map(|bucket| call(self.conn.clone(), &BucketKeys::all()[bucket]))
-            .buffered(BUCKET_CONCURRENCY)
-            .try_collect()
-            .await
+    /// Runs one command per bucket (`command_for`; a call of `script` when it is one) and gathers the replies in
+    /// bucket order: in one pipeline on a single Redis, a few at a time on a cluster (a pipeline there runs on
+    /// one slot only).
+    async fn each_bucket<T: redis::FromRedisValue>(
+        &self,
+        script: Option<&Script>,
+        command_for: impl Fn(&'static BucketKeys) -> redis::Cmd,
+    ) -> Result<Vec<T>, HotError> {
+        let commands: Vec<redis::Cmd> = BucketKeys::all().iter().map(command_for).collect();
+        let replies: Vec<redis::Value> = match &self.conn {
+            RedisConn::Single(_) => {
+                let mut pipe = redis::pipe();
+                for command in &commands {
+                    pipe.add_command(command.clone());
+                }
+                with_script_loaded(&self.conn, script, |mut conn| {
+                    let pipe = pipe.clone();
+                    async move { pipe.query_async(&mut conn).await }
+                })
+                .await?
+            }
+            RedisConn::Cluster(_) => {
+                stream::iter(commands)
+                    .map(|command| async move {
+                        with_script_loaded(&self.conn, script, |mut conn| {
+                            let command = command.clone();
+                            async move { command.query_async(&mut conn).await }
+                        })
+                        .await
+                    })
+                    .buffered(BUCKET_CONCURRENCY)
+                    .try_collect()
+                    .await?
+            }
+        };
+        replies
+            .into_iter()
+            .map(|reply| redis::from_redis_value(reply).map_err(unavailable))
+            .collect()
     }
 
     /// Judges leases on `clock` instead of Redis' `TIME` (tests pin it to explicit times).
@@ -444,7 +476,9 @@ impl EditStore for RedisHotState {
         let mut by_bucket: HashMap<usize, redis::Pipeline> = HashMap::new();
         for project in projects {
             let keys = ProjectKeys::new(project);
-            let pipe = by_bucket.entry(keys.bucket.bucket).or_insert_with(redis::pipe);
+            let pipe = by_bucket
+                .entry(keys.bucket.bucket)
+                .or_insert_with(redis::pipe);
             pipe.cmd("HSET")
                 .arg(&keys.present)
                 .arg(gateway)
@@ -594,19 +628,14 @@ impl SaveQueue for RedisHotState {
         let now = self.lease_now_arg();
         // Every bucket says what it holds; the oldest of all are then claimed one by one, each claim re-checking
         // atomically (another saver may have taken it in between).
+        let max_text = max.to_string();
         let found: Vec<(Vec<String>, Vec<f64>, usize)> = self
-            .each_bucket(|mut conn, bucket| {
-                let now = now.clone();
-                async move {
-                    CLAIMABLE
-                        .key(&bucket.dirty)
-                        .key(&bucket.leases)
-                        .arg(now)
-                        .arg(max)
-                        .invoke_async(&mut conn)
-                        .await
-                        .map_err(unavailable)
-                }
+            .each_bucket(Some(&CLAIMABLE), |bucket| {
+                evalsha(
+                    &CLAIMABLE,
+                    &[&bucket.dirty, &bucket.leases],
+                    &[&now, &max_text],
+                )
             })
             .await?;
         // Expired leases first, longest expired first; then dirty projects, oldest change first.
@@ -747,13 +776,8 @@ impl SaveQueue for RedisHotState {
 
     async fn dirty_summary(&self) -> Result<DirtySummary, HotError> {
         let buckets: Vec<(usize, Vec<(String, i64)>)> = self
-            .each_bucket(|mut conn, bucket| async move {
-                DIRTY_SUMMARY
-                    .key(&bucket.dirty)
-                    .key(&bucket.saving)
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(unavailable)
+            .each_bucket(Some(&DIRTY_SUMMARY), |bucket| {
+                evalsha(&DIRTY_SUMMARY, &[&bucket.dirty, &bucket.saving], &[])
             })
             .await?;
         let mut count = 0;
@@ -796,8 +820,9 @@ impl SaveQueue for RedisHotState {
         max: usize,
     ) -> Result<Vec<ProjectId>, HotError> {
         let buckets: Vec<Vec<(String, f64)>> = self
-            .each_bucket(|mut conn, bucket| async move {
-                redis::cmd("ZRANGE")
+            .each_bucket(None, |bucket| {
+                let mut range = redis::cmd("ZRANGE");
+                range
                     .arg(&bucket.resident)
                     .arg("-inf")
                     .arg(idle_before_ms)
@@ -805,10 +830,8 @@ impl SaveQueue for RedisHotState {
                     .arg("LIMIT")
                     .arg(0)
                     .arg(max)
-                    .arg("WITHSCORES")
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)
+                    .arg("WITHSCORES");
+                range
             })
             .await?;
         let mut idle: Vec<(String, f64)> = buckets.into_iter().flatten().collect();
@@ -859,24 +882,43 @@ impl SaveQueue for RedisHotState {
     }
 
     async fn residency(&self, biggest: usize) -> Result<Residency, HotError> {
-        let buckets: Vec<(u64, Option<u64>, Vec<(String, f64)>)> = self
-            .each_bucket(|mut conn, bucket| async move {
-                redis::pipe()
-                    .cmd("ZCARD")
-                    .arg(&bucket.resident)
-                    .cmd("GET")
-                    .arg(&bucket.cold_loads)
-                    .cmd("ZRANGE")
+        let one_key = |name: &'static str, key: fn(&BucketKeys) -> &str| {
+            move |bucket: &'static BucketKeys| {
+                let mut command = redis::cmd(name);
+                command.arg(key(bucket));
+                command
+            }
+        };
+        let resident: Vec<u64> = self
+            .each_bucket(None, one_key("ZCARD", |b| &b.resident))
+            .await?;
+        let cold_loads: Vec<Option<u64>> = self
+            .each_bucket(None, one_key("GET", |b| &b.cold_loads))
+            .await?;
+        let biggest_by_bucket: Vec<Vec<(String, f64)>> = if biggest == 0 {
+            Vec::new()
+        } else {
+            self.each_bucket(None, |bucket| {
+                let mut range = redis::cmd("ZRANGE");
+                range
                     .arg(&bucket.sizes)
                     .arg(0)
-                    .arg(biggest.max(1) - 1)
+                    .arg(biggest - 1)
                     .arg("REV")
-                    .arg("WITHSCORES")
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)
+                    .arg("WITHSCORES");
+                range
             })
-            .await?;
+            .await?
+        };
+        let buckets = resident
+            .into_iter()
+            .zip(cold_loads)
+            .zip(
+                biggest_by_bucket
+                    .into_iter()
+                    .chain(std::iter::repeat_with(Vec::new)),
+            )
+            .map(|((resident, cold), sizes)| (resident, cold, sizes));
         let mut residency = Residency {
             used_memory: self.conn.used_memory().await,
             ..Residency::default()
@@ -930,6 +972,42 @@ impl RedisHotState {
             dirty_since,
             seq,
         }))
+    }
+}
+
+/// `EVALSHA` of `script` on `keys` and `args`, as a plain command (for pipelines).
+fn evalsha(script: &Script, keys: &[&str], args: &[&str]) -> redis::Cmd {
+    let mut command = redis::cmd("EVALSHA");
+    command
+        .arg(script.get_hash())
+        .arg(keys.len())
+        .arg(keys)
+        .arg(args);
+    command
+}
+
+/// Runs `call`; when it fails because Redis does not know `script` yet, loads it (on every node of a cluster)
+/// and runs it once more.
+async fn with_script_loaded<T, F, Fut>(
+    conn: &RedisConn,
+    script: Option<&Script>,
+    call: F,
+) -> Result<T, HotError>
+where
+    F: Fn(RedisConn) -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    match call(conn.clone()).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            if let Some(script) = script {
+                script
+                    .load_async(&mut conn.clone())
+                    .await
+                    .map_err(unavailable)?;
+            }
+            call(conn.clone()).await.map_err(unavailable)
+        }
+        other => other.map_err(unavailable),
     }
 }
 

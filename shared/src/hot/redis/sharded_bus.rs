@@ -180,15 +180,14 @@ async fn run_bus(bus: Arc<ShardedBus>, events: mpsc::Sender<BusEvent>) {
                 return;
             }
         };
-        let conn = match tokio::time::timeout(RESPONSE_TIMEOUT * 2, client.get_async_connection())
-            .await
-        {
-            Ok(Ok(conn)) => conn,
-            _ => {
-                backoff(&mut delay).await;
-                continue;
-            }
-        };
+        let conn =
+            match tokio::time::timeout(RESPONSE_TIMEOUT * 2, client.get_async_connection()).await {
+                Ok(Ok(conn)) => conn,
+                _ => {
+                    backoff(&mut delay).await;
+                    continue;
+                }
+            };
         loop {
             // The connection follows the cluster's slot map: each channel is subscribed on its slot's owner.
             let mut rounds = 0;
