@@ -23,15 +23,67 @@ pub struct RedisArgs {
 
 impl RedisArgs {
     /// Where the hot state lives: the cluster when one is named, else the single Redis.
-    pub fn target(&self) -> crate::hot::redis::RedisTarget {
+    pub fn target(&self) -> RedisTarget {
         match self.redis_cluster_nodes.as_deref().map(str::trim) {
-            Some(nodes) if !nodes.is_empty() => {
-                crate::hot::redis::RedisTarget::cluster_from_list(nodes)
-            }
-            _ => crate::hot::redis::RedisTarget::Single {
+            Some(nodes) if !nodes.is_empty() => RedisTarget::cluster_from_list(nodes),
+            _ => RedisTarget::Single {
                 url: self.redis_url.clone(),
             },
         }
+    }
+}
+
+/// Where the hot state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One Redis server (`REDIS_URL`).
+    Single { url: String },
+    /// A Redis Cluster, found through these seed nodes (`REDIS_CLUSTER_NODES`, `host:port` or `redis://` URLs).
+    Cluster { nodes: Vec<String> },
+}
+
+impl RedisTarget {
+    /// The cluster named by a comma-separated `REDIS_CLUSTER_NODES` value (blank entries are ignored).
+    pub fn cluster_from_list(list: &str) -> Self {
+        let nodes = list
+            .split(',')
+            .map(str::trim)
+            .filter(|node| !node.is_empty())
+            .map(str::to_string)
+            .collect();
+        RedisTarget::Cluster { nodes }
+    }
+
+    /// Whether fan-out uses sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`), which a cluster needs so that a message
+    /// goes only to the shard owning the channel's slot.
+    pub(crate) fn sharded(&self) -> bool {
+        matches!(self, RedisTarget::Cluster { .. })
+    }
+}
+
+impl From<&str> for RedisTarget {
+    fn from(url: &str) -> Self {
+        RedisTarget::Single {
+            url: url.to_string(),
+        }
+    }
+}
+
+impl From<&String> for RedisTarget {
+    fn from(url: &String) -> Self {
+        RedisTarget::from(url.as_str())
+    }
+}
+
+impl From<String> for RedisTarget {
+    fn from(url: String) -> Self {
+        RedisTarget::Single { url }
+    }
+}
+
+impl From<&RedisTarget> for RedisTarget {
+    fn from(target: &RedisTarget) -> Self {
+        target.clone()
     }
 }
 

@@ -10,7 +10,7 @@ mod connection;
 mod migrate;
 mod sharded_bus;
 
-pub use connection::RedisTarget;
+pub use crate::config::RedisTarget;
 pub use migrate::{migrate_to_buckets, MigrationReport};
 
 use std::collections::{HashMap, HashSet};
