@@ -1,7 +1,8 @@
 //! One conformance suite for [`HotStore`], run against both implementations so they cannot drift:
-//! `RedisHotState` on a real redis-server (one server per test: the dirty and lease indexes are global keys)
-//! and `MemoryHotState` (the one-process dev mode). Each check is an async function over `&dyn HotStore`;
-//! `conformance!` turns it into one `#[tokio::test]` per implementation (`redis::<check>`, `memory::<check>`).
+//! `RedisHotState` on a real redis-server (one server per test: the checks count every dirty project), the same
+//! on a real 3 + 3 Redis Cluster (one cluster per test at a time, flushed before each), and `MemoryHotState` (the
+//! one-process dev mode). Each check is an async function over `&dyn HotStore`; `conformance!` turns it into one
+//! `#[tokio::test]` per implementation (`redis::<check>`, `cluster::<check>`, `memory::<check>`).
 //!
 //! Times are explicit (`now_ms` of edits; claims and renewals on a pinned [`LeaseClock`]), so lease expiry is
 //! tested without sleeping.
@@ -42,6 +43,21 @@ macro_rules! conformance {
                     let clock = super::LeaseClock::pinned(0);
                     let hot = super::RedisHotState::connect(&server.url())
                         .expect("redis client")
+                        .with_lease_clock(clock.clone());
+                    super::$check(&super::Fixture::new(hot, clock)).await;
+                }
+            )+
+        }
+
+        mod cluster {
+            $(
+                $(#[$redis_attr])*
+                #[tokio::test]
+                async fn $check() {
+                    let cluster = super::support::cluster::lease();
+                    let clock = super::LeaseClock::pinned(0);
+                    let hot = super::RedisHotState::open(cluster.target())
+                        .expect("cluster client")
                         .with_lease_clock(clock.clone());
                     super::$check(&super::Fixture::new(hot, clock)).await;
                 }
