@@ -1,17 +1,26 @@
-//! The main path: two gateways on one Redis, clients on each, edits applied and fanned out in `seq` order.
+//! The main path: two gateways on one Redis, clients on each, edits applied and fanned out in `seq` order; the
+//! fan-out and seq checks run on a Redis Cluster too.
 
 mod common;
 
 use canvas_testkit::{RedisServer, WsClient};
-use common::{project, spawn_gateway};
+use common::{project, spawn_gateway, Hot};
 use serde_json::{json, Value};
 
 #[tokio::test]
 async fn clients_on_different_gateways_see_each_others_edits() {
-    let redis = RedisServer::start();
+    clients_on_different_gateways_see_each_others_edits_on(Hot::single()).await;
+}
+
+#[tokio::test]
+async fn clients_on_different_gateways_see_each_others_edits_on_a_cluster() {
+    clients_on_different_gateways_see_each_others_edits_on(Hot::cluster()).await;
+}
+
+async fn clients_on_different_gateways_see_each_others_edits_on(redis: Hot) {
     let (g1, g2) = (
-        spawn_gateway(&redis.url()).await,
-        spawn_gateway(&redis.url()).await,
+        spawn_gateway(redis.target()).await,
+        spawn_gateway(redis.target()).await,
     );
     let p = project("fanout");
     let (mut alice, snap) = WsClient::join(&g1.ws(&p)).await.unwrap();
@@ -100,10 +109,18 @@ async fn merge_patch_keeps_json_exact() {
 /// Every frame a client sees that carries `seq` (acks and broadcasts) must count up by exactly one.
 #[tokio::test]
 async fn seq_is_gap_free_for_every_client() {
-    let redis = RedisServer::start();
+    seq_is_gap_free_for_every_client_on(Hot::single()).await;
+}
+
+#[tokio::test]
+async fn seq_is_gap_free_for_every_client_on_a_cluster() {
+    seq_is_gap_free_for_every_client_on(Hot::cluster()).await;
+}
+
+async fn seq_is_gap_free_for_every_client_on(redis: Hot) {
     let (g1, g2) = (
-        spawn_gateway(&redis.url()).await,
-        spawn_gateway(&redis.url()).await,
+        spawn_gateway(redis.target()).await,
+        spawn_gateway(redis.target()).await,
     );
     let p = project("seq");
     let mut clients = Vec::new();

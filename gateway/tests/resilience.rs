@@ -11,7 +11,7 @@ use canvas_shared::durable::{DurableStore, ItemWrite, WriteOp};
 use canvas_shared::stored::StoredObject;
 use canvas_shared::{ObjectId, ProjectId};
 use canvas_testkit::{free_port, http_get, wait_for_port, ChildProcess, RedisServer, WsClient};
-use common::{durable, project, spawn_gateway, spawn_gateway_with, Options, TABLE};
+use common::{durable, project, spawn_gateway, spawn_gateway_with, Hot, Options, TABLE};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -279,13 +279,21 @@ fn join_at_once(
 
 #[tokio::test]
 async fn cold_load_race_on_two_gateways_loads_once_and_keeps_edits() {
-    let redis = RedisServer::start();
+    cold_load_race_on_two_gateways_loads_once_and_keeps_edits_on(Hot::single()).await;
+}
+
+#[tokio::test]
+async fn cold_load_race_on_two_gateways_loads_once_and_keeps_edits_on_a_cluster() {
+    cold_load_race_on_two_gateways_loads_once_and_keeps_edits_on(Hot::cluster()).await;
+}
+
+async fn cold_load_race_on_two_gateways_loads_once_and_keeps_edits_on(redis: Hot) {
     let store = durable().await;
     let p = project("cold");
     seed(&store, &p, 60).await;
     let (g1, g2) = (
-        Arc::new(spawn_gateway(&redis.url()).await),
-        Arc::new(spawn_gateway(&redis.url()).await),
+        Arc::new(spawn_gateway(redis.target()).await),
+        Arc::new(spawn_gateway(redis.target()).await),
     );
 
     // An editor joins first and keeps editing while ten others join at once on both gateways.

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use canvas_testkit::{http_get, RedisServer, WsClient};
-use common::{project, spawn_gateway, start_saver, update_o1};
+use common::{project, spawn_gateway, start_saver, update_o1, Hot};
 use serde_json::{json, Value};
 
 /// Joins and creates `o1`, then edits it until the project's seq is `edits + 1`.
@@ -42,18 +42,26 @@ async fn saved_at_least(client: &mut WsClient, seq: u64) -> u64 {
 
 #[tokio::test]
 async fn a_client_on_another_gateway_is_told_when_its_edits_are_saved() {
-    let redis = RedisServer::start();
+    a_client_on_another_gateway_is_told_when_its_edits_are_saved_on(Hot::single()).await;
+}
+
+#[tokio::test]
+async fn a_client_on_another_gateway_is_told_when_its_edits_are_saved_on_a_cluster() {
+    a_client_on_another_gateway_is_told_when_its_edits_are_saved_on(Hot::cluster()).await;
+}
+
+async fn a_client_on_another_gateway_is_told_when_its_edits_are_saved_on(redis: Hot) {
     let p = project("saved");
     let (a, b) = (
-        spawn_gateway(&redis.url()).await,
-        spawn_gateway(&redis.url()).await,
+        spawn_gateway(redis.target()).await,
+        spawn_gateway(redis.target()).await,
     );
     let (mut on_a, _) = WsClient::join(&a.ws(&p)).await.unwrap();
     let (mut on_b, seq) = join_and_edit(&b.ws(&p), 3).await;
     let (_, first) = WsClient::join(&b.ws(&p)).await.unwrap();
     assert_eq!(first["savedSeq"], 0, "nothing is saved yet: {first}");
 
-    let saver = start_saver(&redis.url()).await;
+    let saver = start_saver(redis.target()).await;
     let saved_b = saved_at_least(&mut on_b, seq).await;
     let saved_a = saved_at_least(&mut on_a, seq).await;
     assert_eq!(saved_a, saved_b, "every client hears the same watermark");

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use canvas_shared::hot::keys::ProjectKeys;
 use canvas_shared::hot::memory::MemoryHotState;
-use canvas_shared::hot::redis::RedisHotState;
+use canvas_shared::hot::redis::{RedisHotState, RedisTarget};
 use canvas_shared::hot::{
     Applied, Bus, BusEvent, BusMessage, ChangeSet, Claim, ClaimCursor, DirtySummary, EditContext,
     Eviction, HotError, HotStore, JournalPage, LeaseClock, PageBounds, DEFAULT_JOURNAL_LEN,
@@ -54,9 +54,10 @@ macro_rules! conformance {
                 $(#[$redis_attr])*
                 #[tokio::test]
                 async fn $check() {
-                    let cluster = super::support::cluster::lease();
+                    let cluster = canvas_testkit::lease_cluster();
                     let clock = super::LeaseClock::pinned(0);
-                    let hot = super::RedisHotState::open(cluster.target())
+                    let target = super::RedisTarget::cluster_from_list(&cluster.nodes_env());
+                    let hot = super::RedisHotState::open(target)
                         .expect("cluster client")
                         .with_lease_clock(clock.clone());
                     super::$check(&super::Fixture::new(hot, clock)).await;

@@ -3,6 +3,7 @@
 //! Starts real servers (redis-server, a six-node Redis Cluster, dynalite) on free loopback ports, each in its own
 //! temp folder, and stops them when dropped; and a small WebSocket client that speaks the canvas protocol as a browser would.
 
+pub mod cluster_pool;
 pub mod dynalite;
 pub mod edits;
 pub mod net;
@@ -11,6 +12,7 @@ pub mod redis;
 pub mod redis_cluster;
 pub mod ws;
 
+pub use cluster_pool::{lease_cluster, LeasedCluster};
 pub use dynalite::Dynalite;
 pub use net::{free_port, set_local_aws_env, wait_for_port};
 pub use process::ChildProcess;

@@ -11,7 +11,7 @@ use canvas_gateway::{serve, AppState};
 use canvas_shared::config::DynamoArgs;
 use canvas_shared::durable::dynamo::DynamoStore;
 use canvas_shared::durable::DurableStore;
-use canvas_shared::hot::redis::RedisHotState;
+use canvas_shared::hot::redis::{RedisHotState, RedisTarget};
 use canvas_shared::Limits;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -66,12 +66,12 @@ impl Default for Options {
     }
 }
 
-pub async fn spawn_gateway(redis_url: &str) -> TestGateway {
-    spawn_gateway_with(redis_url, Options::default()).await
+pub async fn spawn_gateway(redis: impl Into<RedisTarget>) -> TestGateway {
+    spawn_gateway_with(redis, Options::default()).await
 }
 
-pub async fn spawn_gateway_with(redis_url: &str, options: Options) -> TestGateway {
-    let hot = RedisHotState::connect(redis_url)
+pub async fn spawn_gateway_with(redis: impl Into<RedisTarget>, options: Options) -> TestGateway {
+    let hot = RedisHotState::open(redis)
         .expect("redis url")
         .with_journal_len(options.journal_len);
     let durable = durable().await;
@@ -109,20 +109,23 @@ pub fn saver_settings(label: &str) -> canvas_saver::SaverSettings {
     }
 }
 
-/// A saver against `redis_url` and the gateways' table, not started.
-pub async fn saver(redis_url: &str, settings: canvas_saver::SaverSettings) -> canvas_saver::Saver {
-    let hot = Arc::new(RedisHotState::connect(redis_url).expect("redis url"));
+/// A saver against `redis` and the gateways' table, not started.
+pub async fn saver(
+    redis: impl Into<RedisTarget>,
+    settings: canvas_saver::SaverSettings,
+) -> canvas_saver::Saver {
+    let hot = Arc::new(RedisHotState::open(redis).expect("redis url"));
     let store: Arc<dyn DurableStore> = Arc::new(durable().await);
     canvas_saver::Saver::new(settings, hot, store)
 }
 
 /// Runs a saver with these settings until the returned token is cancelled.
 pub async fn start_saver_with(
-    redis_url: &str,
+    redis: impl Into<RedisTarget>,
     settings: canvas_saver::SaverSettings,
 ) -> CancellationToken {
     let shutdown = CancellationToken::new();
-    let running = saver(redis_url, settings)
+    let running = saver(redis, settings)
         .await
         .start(shutdown.clone())
         .await
@@ -135,9 +138,9 @@ pub async fn start_saver_with(
     shutdown
 }
 
-/// Runs a saver against `redis_url` and the gateways' table until the returned token is cancelled.
-pub async fn start_saver(redis_url: &str) -> CancellationToken {
-    start_saver_with(redis_url, saver_settings("test-saver")).await
+/// Runs a saver against `redis` and the gateways' table until the returned token is cancelled.
+pub async fn start_saver(redis: impl Into<RedisTarget>) -> CancellationToken {
+    start_saver_with(redis, saver_settings("test-saver")).await
 }
 
 /// A project id no other test uses.
@@ -247,4 +250,45 @@ pub async fn update_o1(client: &mut canvas_testkit::WsClient, n: u64) -> u64 {
 pub fn keys_of(p: &str) -> canvas_shared::hot::keys::ProjectKeys {
     let project = canvas_shared::ids::ProjectId::parse(p).expect("project id");
     canvas_shared::hot::keys::ProjectKeys::new(&project)
+}
+
+/// Where a test's hot state runs: a redis-server of its own, or a leased 3 + 3 Redis Cluster. The same test body
+/// runs on both.
+pub enum Hot {
+    Single(canvas_testkit::RedisServer),
+    Cluster(canvas_testkit::LeasedCluster),
+}
+
+impl Hot {
+    pub fn single() -> Self {
+        Hot::Single(canvas_testkit::RedisServer::start())
+    }
+
+    pub fn cluster() -> Self {
+        Hot::Cluster(canvas_testkit::lease_cluster())
+    }
+
+    /// What the services are given for it.
+    pub fn target(&self) -> RedisTarget {
+        match self {
+            Hot::Single(server) => RedisTarget::from(server.url()),
+            Hot::Cluster(cluster) => RedisTarget::cluster_from_list(&cluster.nodes_env()),
+        }
+    }
+}
+
+impl Hot {
+    /// A redis-cli command against it (on a cluster: every primary for FLUSHALL, else the node owning the key).
+    pub fn cli(&self, args: &[&str]) -> String {
+        match self {
+            Hot::Single(server) => server.cli(args),
+            Hot::Cluster(cluster) if args.first() == Some(&"FLUSHALL") => {
+                for port in cluster.primaries() {
+                    cluster.cli(port, args);
+                }
+                "OK".into()
+            }
+            Hot::Cluster(cluster) => cluster.cli_cluster(args),
+        }
+    }
 }

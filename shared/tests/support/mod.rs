@@ -3,7 +3,6 @@
 //! tests). Each test binary uses a part of it.
 #![allow(dead_code)]
 
-pub mod cluster;
 pub mod fuzz;
 
 use canvas_shared::ids::{ObjectId, ProjectId};

@@ -1,24 +1,24 @@
-//! Redis Clusters shared by the tests of one test binary, one test at a time each: starting a 3 + 3 cluster
-//! takes about a second, so a test leases one, flushed, and hands it back when it ends (also when it fails).
+//! Redis Clusters shared by the tests of one test binary, one test at a time each: starting a settled 3 + 3
+//! cluster takes about two seconds, so a test leases one, flushed, and hands it back when it ends (also when it
+//! fails). A test that kills nodes or moves slots starts its own [`RedisCluster`] instead.
 
+use std::ops::Deref;
 use std::sync::Mutex;
 
-use canvas_shared::hot::redis::RedisTarget;
-use canvas_testkit::RedisCluster;
+use crate::RedisCluster;
 
 static IDLE: Mutex<Vec<RedisCluster>> = Mutex::new(Vec::new());
 
 /// A cluster for one test: empty, every slot served.
 pub struct LeasedCluster(Option<RedisCluster>);
 
-impl LeasedCluster {
-    pub fn cluster(&self) -> &RedisCluster {
-        self.0.as_ref().expect("leased cluster")
-    }
+impl Deref for LeasedCluster {
+    type Target = RedisCluster;
 
-    /// What the services are given for it (`REDIS_CLUSTER_NODES`).
-    pub fn target(&self) -> RedisTarget {
-        RedisTarget::cluster_from_list(&self.cluster().nodes_env())
+    fn deref(&self) -> &RedisCluster {
+        self.0
+            .as_ref()
+            .expect("a leased cluster is held until dropped")
     }
 }
 
@@ -33,7 +33,7 @@ impl Drop for LeasedCluster {
 }
 
 /// An idle cluster, flushed, or a new one.
-pub fn lease() -> LeasedCluster {
+pub fn lease_cluster() -> LeasedCluster {
     let idle = IDLE.lock().map(|mut idle| idle.pop()).unwrap_or(None);
     let cluster = match idle {
         Some(cluster) => {
