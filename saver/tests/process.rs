@@ -19,8 +19,11 @@ impl SaverProcess {
     fn start(env: &Env, logs: &TempDir, name: &str, extra: &[(&str, &str)]) -> Self {
         set_local_aws_env();
         let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let (redis_var, redis_value) = env.redis_env();
         let mut command = ChildProcess::command(name, env!("CARGO_BIN_EXE_saver"))
-            .env("REDIS_URL", env.redis.url())
+            .env_remove("REDIS_URL")
+            .env_remove("REDIS_CLUSTER_NODES")
+            .env(redis_var, redis_value)
             .env("DYNAMODB_ENDPOINT", env.dynalite.endpoint())
             .env("CANVAS_TABLE", table_name())
             .env("CANVAS_CREATE_TABLE", "true")
@@ -79,7 +82,15 @@ async fn total_items(env: &Env, projects: &[String]) -> usize {
 
 #[tokio::test]
 async fn kill_9_mid_batch_then_restart_loses_no_acked_edit() {
-    let env = Env::start().await;
+    kill_9_mid_batch_then_restart_loses_no_acked_edit_on(Env::start().await).await;
+}
+
+#[tokio::test]
+async fn kill_9_mid_batch_then_restart_loses_no_acked_edit_on_a_cluster() {
+    kill_9_mid_batch_then_restart_loses_no_acked_edit_on(Env::on_a_cluster().await).await;
+}
+
+async fn kill_9_mid_batch_then_restart_loses_no_acked_edit_on(env: Env) {
     let logs = TempDir::new("saver-kill");
     let hot = env.hot();
     let projects: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();

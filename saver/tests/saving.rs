@@ -26,7 +26,15 @@ use serde_json::json;
 
 #[tokio::test]
 async fn create_update_delete_reach_dynamodb() {
-    let env = Env::start().await;
+    create_update_delete_reach_dynamodb_on(Env::start().await).await;
+}
+
+#[tokio::test]
+async fn create_update_delete_reach_dynamodb_on_a_cluster() {
+    create_update_delete_reach_dynamodb_on(Env::on_a_cluster().await).await;
+}
+
+async fn create_update_delete_reach_dynamodb_on(env: Env) {
     let hot = env.hot();
     open(hot.as_ref(), "p1").await;
     for i in 0..3 {
@@ -290,7 +298,15 @@ impl DurableStore for Recording {
 
 #[tokio::test]
 async fn two_savers_share_200_projects_without_overlap_or_loss() {
-    let env = Env::start().await;
+    two_savers_share_200_projects_without_overlap_or_loss_on(Env::start().await).await;
+}
+
+#[tokio::test]
+async fn two_savers_share_200_projects_without_overlap_or_loss_on_a_cluster() {
+    two_savers_share_200_projects_without_overlap_or_loss_on(Env::on_a_cluster().await).await;
+}
+
+async fn two_savers_share_200_projects_without_overlap_or_loss_on(env: Env) {
     let hot = env.hot();
     let projects: Vec<String> = (0..200).map(|i| format!("proj{i:03}")).collect();
     for p in &projects {

@@ -14,22 +14,24 @@ use canvas_shared::config::DynamoArgs;
 use canvas_shared::durable::dynamo::DynamoStore;
 use canvas_shared::durable::item;
 use canvas_shared::durable::DurableStore;
-use canvas_shared::hot::redis::RedisHotState;
+use canvas_shared::hot::redis::{RedisHotState, RedisTarget};
 use canvas_shared::hot::{Applied, EditContext, HotStore, SaveQueue};
 use canvas_shared::ids::{ObjectId, ProjectId};
 
 use canvas_shared::Limits;
 use canvas_testkit::edits;
 use canvas_testkit::http::{http_request, HttpResponse};
-use canvas_testkit::{Dynalite, RedisServer};
+use canvas_testkit::{Dynalite, LeasedCluster, RedisServer};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub const INTERVAL_MS: u64 = 200;
 
-/// Redis + dynalite + clients to both, with the table created.
+/// Redis + dynalite + clients to both, with the table created. On a cluster, `redis` is an idle server nobody
+/// uses and `cluster` holds the hot state.
 pub struct Env {
     pub redis: RedisServer,
+    pub cluster: Option<LeasedCluster>,
     pub dynalite: Dynalite,
     pub hot: RedisHotState,
     pub store: DynamoStore,
@@ -57,13 +59,39 @@ impl Env {
     pub async fn with_dynalite(dynalite: Dynalite) -> Self {
         let redis = RedisServer::start();
         let hot = RedisHotState::connect(&redis.url()).expect("redis client");
+        Self::assemble(redis, None, hot, dynalite).await
+    }
+
+    /// The hot state on a leased 3 + 3 Redis Cluster.
+    pub async fn on_a_cluster() -> Self {
+        let cluster = canvas_testkit::lease_cluster();
+        let hot = RedisHotState::open(RedisTarget::cluster_from_list(&cluster.nodes_env()))
+            .expect("cluster client");
+        Self::assemble(RedisServer::start(), Some(cluster), hot, Dynalite::start()).await
+    }
+
+    async fn assemble(
+        redis: RedisServer,
+        cluster: Option<LeasedCluster>,
+        hot: RedisHotState,
+        dynalite: Dynalite,
+    ) -> Self {
         let store = dynamo(&dynalite, &table_name()).await;
         store.ensure_table(true).await.expect("table");
         Self {
             redis,
+            cluster,
             dynalite,
             hot,
             store,
+        }
+    }
+
+    /// The environment a saver process needs to find the hot state.
+    pub fn redis_env(&self) -> (&'static str, String) {
+        match &self.cluster {
+            Some(cluster) => ("REDIS_CLUSTER_NODES", cluster.nodes_env()),
+            None => ("REDIS_URL", self.redis.url()),
         }
     }
 
