@@ -20,6 +20,9 @@ a run's summary, chart and the raw files docs/benchmarks.md cites to bench/refer
   E  saver rate: target/release/examples/rate, 3 times (10,000 changed objects over 100 projects, saver items/s
      beside a raw BatchWriteItem loop to the same dynalite, both in that one process run); after the servers above
      are stopped, since it starts its own redis-server and dynalite.
+  S  scale-out: C's ramp against one redis-server, then against a 3 + 3 Redis Cluster (REDIS_CLUSTER_NODES, same
+     binaries), each with a fresh saver and 2 gateways; the highest sustained edits/s of each and the CPU per edit
+     of the gateways, the Redis primaries and replicas at that step.
 
 The machine is shared: the run first waits (at most 2 minutes) until other work uses < 0.3 cores, and every scenario
 records the CPU of each process it started (and of the rest of the machine) over its run.
@@ -146,6 +149,29 @@ class Procs:
                 log(f"stopping pid {p.pid}: {e}")
 
 
+def crc16(data: bytes) -> int:
+    """CRC16-XMODEM, Redis Cluster's key hash."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def bucket_tag(project: str, buckets: int = 256) -> str:
+    """The hash tag of a project's bucket, as shared/src/hot/keys.rs computes it."""
+    bucket = crc16(project.encode()) % buckets
+    width = 16384 // buckets
+    n = 0
+    while True:
+        tag = f"b{bucket}.{n}"
+        if bucket * width <= crc16(tag.encode()) % 16384 < (bucket + 1) * width:
+            return tag
+        n += 1
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -234,9 +260,9 @@ class Bench:
     def save_summary(self):
         (self.out / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
 
-    def redis_cli(self, *args, timeout=30):
+    def redis_cli(self, *args, timeout=30, port=None):
         r = subprocess.run(
-            ["redis-cli", "-p", str(self.redis_port), *[str(a) for a in args]],
+            ["redis-cli", "-p", str(port or self.redis_port), *[str(a) for a in args]],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -245,25 +271,27 @@ class Bench:
             raise RuntimeError(f"redis-cli {args[:2]}: {r.stderr.strip()}")
         return r.stdout.strip()
 
-    def redis_info(self, section):
+    def redis_info(self, section, port=None):
         out = {}
-        for line in self.redis_cli("INFO", section).splitlines():
+        for line in self.redis_cli("INFO", section, port=port).splitlines():
             if ":" in line and not line.startswith("#"):
                 k, v = line.split(":", 1)
                 out[k] = v
         return out
 
     def evalsha_stats(self):
-        """calls and usec of EVALSHA in Redis (INFO commandstats), plus Redis' CPU seconds."""
-        stats = self.redis_info("commandstats")
-        row = stats.get("cmdstat_evalsha", "")
-        kv = dict(p.split("=") for p in row.split(",") if "=" in p)
-        cpu = self.redis_info("cpu")
-        return {
-            "calls": int(kv.get("calls", 0)),
-            "usec": int(kv.get("usec", 0)),
-            "cpu_s": float(cpu.get("used_cpu_user", 0)) + float(cpu.get("used_cpu_sys", 0)),
-        }
+        """calls and usec of EVALSHA in Redis (INFO commandstats), plus Redis' CPU seconds; summed over a
+        cluster's primaries when the hot state is a cluster."""
+        total = {"calls": 0, "usec": 0, "cpu_s": 0.0}
+        for port in getattr(self, "primary_ports", None) or [self.redis_port]:
+            stats = self.redis_info("commandstats", port)
+            row = stats.get("cmdstat_evalsha", "")
+            kv = dict(p.split("=") for p in row.split(",") if "=" in p)
+            cpu = self.redis_info("cpu", port)
+            total["calls"] += int(kv.get("calls", 0))
+            total["usec"] += int(kv.get("usec", 0))
+            total["cpu_s"] += float(cpu.get("used_cpu_user", 0)) + float(cpu.get("used_cpu_sys", 0))
+        return total
 
     def cpu_snapshot(self):
         snap = {role: proc_cpu_s(pid) for role, pid in self.roles.items()}
@@ -352,20 +380,27 @@ class Bench:
             REDIS_URL=f"redis://127.0.0.1:{self.redis_port}",
             RUST_LOG="warn",
         )
+        if getattr(self, "cluster_nodes", None):
+            env["REDIS_CLUSTER_NODES"] = ",".join(f"127.0.0.1:{p}" for p in self.cluster_nodes)
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
-    def start_servers(self, saver_env=None):
-        self.redis_port = free_port()
-        rdir = self.out / "redis"
-        rdir.mkdir(exist_ok=True)
-        p = self.procs.start(
-            "redis",
-            ["redis-server", "--port", self.redis_port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", rdir, "--maxmemory-policy", "noeviction", "--maxclients", "10000"],
-        )
-        self.roles["redis"] = p.pid
-        assert wait_port(self.redis_port), "redis-server did not start"
+    def start_servers(self, saver_env=None, cluster=False):
+        if cluster:
+            self.start_cluster()
+        else:
+            self.cluster_nodes = None
+            self.primary_ports = None
+            self.redis_port = free_port()
+            rdir = self.out / "redis"
+            rdir.mkdir(exist_ok=True)
+            p = self.procs.start(
+                "redis",
+                ["redis-server", "--port", self.redis_port, "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                 "no", "--dir", rdir, "--maxmemory-policy", "noeviction", "--maxclients", "10000"],
+            )
+            self.roles["redis"] = p.pid
+            assert wait_port(self.redis_port), "redis-server did not start"
 
         self.dynalite_port = free_port()
         p = self.procs.start(
@@ -403,6 +438,46 @@ class Bench:
         self.gw_ports = []
         for i in (1, 2):
             self.start_gateway(i)
+
+    def start_cluster(self):
+        """Six redis-servers as a 3 + 3 Redis Cluster (one replica per primary), settled before it returns."""
+        self.cluster_nodes = [free_port() for _ in range(6)]
+        for i, port in enumerate(self.cluster_nodes, 1):
+            ndir = self.out / f"redis-node{i}"
+            ndir.mkdir(exist_ok=True)
+            p = self.procs.start(
+                f"redis{i}",
+                ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", ndir, "--maxmemory-policy", "noeviction", "--maxclients", "10000",
+                 "--cluster-enabled", "yes", "--cluster-config-file", ndir / "nodes.conf",
+                 "--cluster-node-timeout", "5000", "--repl-diskless-sync-delay", "0"],
+            )
+            self.roles[f"redis{i}"] = p.pid
+            assert wait_port(port), f"redis node {i} did not start"
+        r = subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.cluster_nodes],
+             "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True, text=True, timeout=60,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create: {r.stdout[-400:]} {r.stderr[-400:]}")
+        end = time.monotonic() + 30
+        while True:
+            states = [self.redis_cli("CLUSTER", "INFO", port=p) for p in self.cluster_nodes]
+            roles = [self.redis_cli("ROLE", port=p).splitlines()[0] for p in self.cluster_nodes]
+            if all("cluster_state:ok" in s for s in states) and roles.count("master") == 3:
+                check = subprocess.run(["redis-cli", "--cluster", "check", f"127.0.0.1:{self.cluster_nodes[0]}"],
+                                       capture_output=True, text=True, timeout=30)
+                if check.returncode == 0 and "All 16384 slots covered" in check.stdout:
+                    break
+            if time.monotonic() > end:
+                raise RuntimeError("the Redis Cluster did not settle within 30 s")
+            time.sleep(0.2)
+        self.primary_ports = [p for p, role in zip(self.cluster_nodes, roles) if role == "master"]
+        self.redis_port = self.primary_ports[0]
+        for i, port in enumerate(self.cluster_nodes, 1):
+            self.roles[f"redis-{'primary' if port in self.primary_ports else 'replica'}{i}"] = \
+                self.roles.pop(f"redis{i}")
 
     def start_gateway(self, i):
         port = free_port()
@@ -456,9 +531,11 @@ class Bench:
         text = (scripts / "json.lua").read_text() + "\n" + (scripts / "edit.lua").read_text()
         sha = self.redis_cli("SCRIPT", "LOAD", text)
         project = "bench-g"
-        base = f"canvas:{{{project}}}:"
-        keys = [base + "objects", base + "mtimes", base + "meta", base + "changed", "canvas:dirty"]
+        tag = bucket_tag(project)
+        base = f"canvas:{{{tag}}}:{project}/"
         channel = base + "events"
+        keys = [base + "objects", base + "mtimes", base + "meta", base + "changed", f"canvas:{{{tag}}}:dirty",
+                base + "journal", f"canvas:{{{tag}}}:resident", channel]
         now = int(time.time() * 1000)
         self.redis_cli("HSET", base + "meta", "seq", 0, "loadedAt", now)
         # The object loadgen creates (serde_json writes keys sorted), then an update shaped like loadgen's.
@@ -468,11 +545,13 @@ class Bench:
         limits = [64 * 1024, 10_000]
 
         def argv(op, body):
+            # As redis.rs sends them: no traceparent, no ifVersion, the default journal length and project
+            # budget, no seq floor.
             return [*keys, op, "lg-0", '"lg-0"', body, now, '"anonymous"', "0123456789abcdef0123456789abcdef",
-                    *limits, channel, project, ""]
+                    *limits, "PUBLISH", project, "", "", 1000, 32 * 1024 * 1024, 0]
 
-        created = self.redis_cli("EVALSHA", sha, 5, *argv("c", obj_json))
-        first = self.redis_cli("EVALSHA", sha, 5, *argv("u", patch))
+        created = self.redis_cli("EVALSHA", sha, len(keys), *argv("c", obj_json))
+        first = self.redis_cli("EVALSHA", sha, len(keys), *argv("u", patch))
         stored = self.redis_cli("HGET", keys[0], "lg-0")
         # Two subscribers, like two gateways with clients in the project.
         subs = [self.procs.start(f"g-subscriber{i}", ["redis-cli", "-p", self.redis_port, "SUBSCRIBE", channel],
@@ -487,7 +566,7 @@ class Bench:
             "subscribersBefore": int(numsub[-1]) if numsub else None,
             "runs": {},
         }
-        cmd_tail = ["EVALSHA", sha, 5, *argv("u", patch)]
+        cmd_tail = ["EVALSHA", sha, len(keys), *argv("u", patch)]
         # For scale: the same call with a trivial script (what a script call costs before the edit's work).
         trivial = self.redis_cli("SCRIPT", "LOAD", "return 1")
         runs = (("c50", ["-c", "50"], 100_000, cmd_tail),
@@ -683,15 +762,29 @@ class Bench:
 
     def scenario_c(self):
         log("C: ramp 20 projects x 5 clients until fan-out p99 > 100 ms, errors or < 95 % of target")
+        res = self.ramp("C", "ramp")
+        g = self.summary["scenarios"].get("G", {}).get("runs", {})
+        for label in ("c50", "c50_P16"):
+            ops = (g.get(label) or {}).get("opsPerSec")
+            if ops and res["highestSustainedEditsPerSec"]:
+                res[f"ratioToScript_{label}"] = round(res["highestSustainedEditsPerSec"] / ops, 3)
+        self.summary["scenarios"]["C"] = res
+        self.save_summary()
+        log(f"  C: highest sustained {res['highestSustainedEditsPerSec']} edits/s; "
+            f"ratio to G c50 {res.get('ratioToScript_c50')}, to G P16 {res.get('ratioToScript_c50_P16')}")
+
+    def ramp(self, label, prefix):
+        """Scenario C's ramp against the running stack: 20 projects x 5 clients on both gateways, rate per client
+        raised until fan-out p99 > 100 ms, errors or < 95 % of the target; two bisection steps at the end."""
         steps = []
         best = None
 
         def step(rate):
-            name = f"C-ramp-{rate:g}"
+            name = f"{label}-ramp-{rate:g}"
             report, cpu = self.run_loadgen(
                 name,
                 ["--url", self.url(1), "--url", self.url(2), "--projects", 20, "--clients", 5, "--rate", rate,
-                 "--objects", 10, "--duration", 10, "--warmup", 1, "--project-prefix", "ramp"],
+                 "--objects", 10, "--duration", 10, "--warmup", 1, "--project-prefix", prefix],
                 timeout=60,
             )
             b = self.brief(report)
@@ -708,7 +801,7 @@ class Bench:
                 reasons.append(f"achieved {b['achievedEditsPerSec']} < 95 % of {b['targetEditsPerSec']}")
             row = {"ratePerClient": rate, **b, "cpu": cpu, "passed": not reasons, "failedBecause": reasons}
             steps.append(row)
-            log(f"  C {rate:>5g}/client: target {b['targetEditsPerSec']:>7.0f} achieved "
+            log(f"  {label} {rate:>5g}/client: target {b['targetEditsPerSec']:>7.0f} achieved "
                 f"{b['achievedEditsPerSec']:>7.1f} fan-out p50/p99 {b['fanoutMs']['p50']}/{b['fanoutMs']['p99']} "
                 f"ms, busy {cpu['machine_busy_of_2_cores']} cores -> {'ok' if not reasons else '; '.join(reasons)}")
             return row
@@ -716,7 +809,7 @@ class Bench:
         last_ok, first_bad = None, None
         for rate in RAMP_RATES:
             if elapsed() > HARD_LIMIT_S - 200:
-                self.summary["notes"].append("C: ramp cut short by the time budget")
+                self.summary["notes"].append(f"{label}: ramp cut short by the time budget")
                 break
             row = step(rate)
             if row["passed"]:
@@ -737,22 +830,48 @@ class Bench:
         ok_rows = [s for s in steps if s["passed"]]
         if ok_rows:
             best = max(ok_rows, key=lambda s: s["achievedEditsPerSec"])
-        res = {
+        return {
             "steps": steps,
             "highestSustainedEditsPerSec": best["achievedEditsPerSec"] if best else None,
             "atRatePerClient": best["ratePerClient"] if best else None,
             "firstFailingRatePerClient": first_bad,
             "firstFailure": next((s["failedBecause"] for s in steps if not s["passed"]), None),
         }
-        g = self.summary["scenarios"].get("G", {}).get("runs", {})
-        for label in ("c50", "c50_P16"):
-            ops = (g.get(label) or {}).get("opsPerSec")
-            if ops and best:
-                res[f"ratioToScript_{label}"] = round(best["achievedEditsPerSec"] / ops, 3)
-        self.summary["scenarios"]["C"] = res
-        self.save_summary()
-        log(f"  C: highest sustained {res['highestSustainedEditsPerSec']} edits/s; "
-            f"ratio to G c50 {res.get('ratioToScript_c50')}, to G P16 {res.get('ratioToScript_c50_P16')}")
+
+    # -- S: scale-out -------------------------------------------------------------------------------------------------
+
+    def scenario_s(self):
+        """C's ramp against one Redis, then against a 3 + 3 Redis Cluster, same binaries, same machine; with the
+        CPU per edit of the gateways and of the Redis processes at the highest sustained step."""
+        log("S: C's ramp against one Redis, then against a 3-primary Redis Cluster")
+        res = {}
+        for topology in ("single", "cluster"):
+            self.start_servers(cluster=topology == "cluster")
+            ramp = self.ramp(f"S-{topology}", f"scale-{topology}")
+            best = next((s for s in ramp["steps"] if s["passed"]
+                         and s["achievedEditsPerSec"] == ramp["highestSustainedEditsPerSec"]), None)
+            per_edit = {}
+            if best:
+                rate = best["achievedEditsPerSec"]
+                cpu = best["cpu"]
+                for group, match in (("gateways", "gateway"), ("redisPrimaries", "redis-primary"),
+                                     ("redisReplicas", "redis-replica"), ("redis", "redis"), ("saver", "saver"),
+                                     ("loadgen", "loadgen")):
+                    if group == "redis":
+                        cores = cpu.get("redis")
+                    else:
+                        cores = sum(v for k, v in cpu.items() if k.startswith(match) and isinstance(v, (int, float)))
+                    if cores:
+                        per_edit[group] = round(cores * 1e6 / rate, 1)
+                per_edit["evalshaUsecPerCall"] = cpu.get("redis_evalsha_usec_per_call")
+                per_edit["machineBusyCores"] = cpu.get("machine_busy_of_2_cores")
+            res[topology] = {**ramp, "cpuMicrosecondsPerEdit": per_edit}
+            self.summary["scenarios"]["S"] = res
+            self.save_summary()
+            log(f"  S {topology}: highest sustained {ramp['highestSustainedEditsPerSec']} edits/s; "
+                f"CPU µs per edit {per_edit}")
+            self.procs.stop_all()
+            self.roles = {}
 
     # -- P: profile ---------------------------------------------------------------------------------------------------
 
@@ -1073,7 +1192,7 @@ class Bench:
         self.procs.stop_all()
         self.roles = {}
         # M and E run their own servers, one after the other.
-        for letter, fn in (("M", self.scenario_m), ("E", self.scenario_e)):
+        for letter, fn in (("M", self.scenario_m), ("E", self.scenario_e), ("S", self.scenario_s)):
             if not self.want(letter) or elapsed() >= HARD_LIMIT_S - 60:
                 continue
             try:
@@ -1506,7 +1625,7 @@ def make_reference(run):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", help="comma-separated scenario letters (G,D,A,B,C,P,M,E; F comes with B)")
+    ap.add_argument("--only", help="comma-separated scenario letters (G,D,A,B,C,P,M,E,S; F comes with B)")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--out", help="results folder (default bench/runs/<UTC timestamp>)")
     ap.add_argument("--chart", metavar="RUN_DIR", help="only (re)write the chart of a finished run, then exit")

@@ -230,6 +230,16 @@ mod tests {
     }
 
     #[test]
+    fn the_layout_never_changes_under_a_running_deployment() {
+        // A change here strands every key a deployment holds: it needs a migration, not an edit of this test.
+        assert_eq!(slot_of("123456789"), 12739 % SLOTS);
+        let keys = ProjectKeys::new(&ProjectId::parse("bench-g").unwrap());
+        assert_eq!(keys.bucket.tag, "b171.44");
+        assert_eq!(keys.objects, "canvas:{b171.44}:bench-g/objects");
+        assert_eq!(keys.bucket.dirty, "canvas:{b171.44}:dirty");
+    }
+
+    #[test]
     fn channel_names_give_their_project_back() {
         for raw in ["p1", "a:b", "x.y-z_1", "dirty"] {
             let project = ProjectId::parse(raw).unwrap();
