@@ -238,7 +238,12 @@ export class CanvasDocument {
     const delay = ceiling / 2 + fullJitterDelay(0, { baseMs: ceiling / 2, maxMs: ceiling / 2 });
     this.#pauseUntil = Math.max(this.#pauseUntil, Date.now() + delay);
     clearTimeout(this.#pauseTimer);
-    this.#pauseTimer = setTimeout(() => this.#flush(), this.#pauseUntil - Date.now());
+    // The pause is over when its timer fires, whatever Date.now() says then: Node may fire a timer a fraction of a
+    // millisecond before the wall clock reaches it, and a flush still held by the pause would then never come.
+    this.#pauseTimer = setTimeout(() => {
+      this.#pauseUntil = 0;
+      this.#flush();
+    }, this.#pauseUntil - Date.now());
   }
 
   // ------------------------------------------------------------------ connection events

@@ -3,8 +3,10 @@
 // Everything is stopped by `stop()`, and killed if the test process exits first.
 //
 // Binaries: $CANVAS_BIN_DIR, else $CARGO_TARGET_DIR/debug, else <repo>/target/debug (`cargo build --workspace --bins`).
+// With CANVAS_TEST_REDIS=cluster the hot state is a 3 + 3 Redis Cluster instead of one redis-server (the services
+// get REDIS_CLUSTER_NODES): the same suite then checks that a cluster behaves the same to a client.
 
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -153,15 +155,19 @@ export class Harness {
 
   async #startBackends() {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'canvas-client-test-'));
-    this.redisPort = await freePort();
-    this.redis = new Child('redis', process.env.REDIS_SERVER_BIN || 'redis-server', [
-      '--port', String(this.redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir,
-    ], {});
+    if (process.env.CANVAS_TEST_REDIS === 'cluster') {
+      await this.#startCluster();
+    } else {
+      this.redisPort = await freePort();
+      this.redis = new Child('redis', process.env.REDIS_SERVER_BIN || 'redis-server', [
+        '--port', String(this.redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir,
+      ], {});
+    }
     this.dynamoPort = await freePort();
     this.dynalite = new Child('dynalite', process.env.NODE_BIN || process.execPath,
       [path.join(REPO, 'tools/dynalite/run.js'), '--port', String(this.dynamoPort), '--host', '127.0.0.1'],
       { CANVAS_PARENT_PID: String(process.pid) });
-    await waitFor('redis-server', () => portOpen(this.redisPort));
+    if (this.redis) await waitFor('redis-server', () => portOpen(this.redisPort));
     await waitFor('dynalite', () => portOpen(this.dynamoPort));
     const [saverHttp, saverGrpc] = [await freePort(), await freePort()];
     this.saver = new Child('saver', binary('saver'), ['--create-table'], {
@@ -176,9 +182,36 @@ export class Harness {
     });
   }
 
+  /** Six cluster-mode redis-servers made into 3 primaries with a replica each, waited for until every node is ok. */
+  async #startCluster() {
+    const cli = process.env.REDIS_CLI_BIN || 'redis-cli';
+    this.clusterPorts = [];
+    this.clusterNodes = [];
+    for (let i = 0; i < 6; i += 1) {
+      const port = await freePort();
+      const dir = path.join(this.dir, `node-${port}`);
+      fs.mkdirSync(dir);
+      this.clusterPorts.push(port);
+      this.clusterNodes.push(new Child(`redis-${port}`, process.env.REDIS_SERVER_BIN || 'redis-server', [
+        '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
+        '--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, 'nodes.conf'),
+        '--cluster-node-timeout', '2000', '--repl-diskless-sync-delay', '0',
+      ], {}));
+    }
+    for (const port of this.clusterPorts) await waitFor(`redis node ${port}`, () => portOpen(port));
+    execFileSync(cli, ['--cluster', 'create', ...this.clusterPorts.map((p) => `127.0.0.1:${p}`),
+      '--cluster-replicas', '1', '--cluster-yes'], { stdio: 'ignore' });
+    const ok = (port) => execFileSync(cli, ['-p', String(port), 'CLUSTER', 'INFO'], { encoding: 'utf8' })
+      .includes('cluster_state:ok');
+    await waitFor('the Redis Cluster', async () => this.clusterPorts.every(ok), 30_000);
+  }
+
   commonEnv() {
+    const redis = this.clusterPorts
+      ? { REDIS_CLUSTER_NODES: this.clusterPorts.map((p) => `127.0.0.1:${p}`).join(',') }
+      : { REDIS_URL: `redis://127.0.0.1:${this.redisPort}` };
     return {
-      REDIS_URL: `redis://127.0.0.1:${this.redisPort}`,
+      ...redis,
       DYNAMODB_ENDPOINT: `http://127.0.0.1:${this.dynamoPort}`,
       AWS_ACCESS_KEY_ID: 'test',
       AWS_SECRET_ACCESS_KEY: 'test',
@@ -197,7 +230,9 @@ export class Harness {
 
   async stop() {
     for (const gateway of this.#gateways) if (gateway.child) await gateway.child.stop();
-    for (const child of [this.saver, this.dynalite, this.redis]) if (child) await child.stop();
+    for (const child of [this.saver, this.dynalite, this.redis, ...(this.clusterNodes || [])]) {
+      if (child) await child.stop();
+    }
     if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
