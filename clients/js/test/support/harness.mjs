@@ -23,6 +23,13 @@ const children = new Set();
 process.on('exit', () => {
   for (const child of children) child.kill('SIGKILL');
 });
+// The test runner stops a test file that ran out of time with a signal, which skips 'exit' handlers.
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.once(signal, () => {
+    for (const child of children) child.kill('SIGKILL');
+    process.exit(128 + (signal === 'SIGTERM' ? 15 : 2));
+  });
+}
 
 export function freePort() {
   return new Promise((resolve, reject) => {
