@@ -40,6 +40,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import resource
 import shutil
@@ -176,6 +177,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_cluster_port():
+    """A free port P whose cluster bus port P + 10000 is free too (so P is at most 55535)."""
+    while True:
+        port = random.randint(20000, 55535)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
 
 
 def wait_port(port, timeout=20.0):
@@ -441,7 +455,11 @@ class Bench:
 
     def start_cluster(self):
         """Six redis-servers as a 3 + 3 Redis Cluster (one replica per primary), settled before it returns."""
-        self.cluster_nodes = [free_port() for _ in range(6)]
+        self.cluster_nodes = []
+        while len(self.cluster_nodes) < 6:
+            port = free_cluster_port()
+            if port not in self.cluster_nodes:
+                self.cluster_nodes.append(port)
         for i, port in enumerate(self.cluster_nodes, 1):
             ndir = self.out / f"redis-node{i}"
             ndir.mkdir(exist_ok=True)
