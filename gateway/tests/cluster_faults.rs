@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use canvas_shared::hot::redis::RedisTarget;
 use canvas_testkit::{RedisCluster, WsClient};
-use common::{keys_of, project, spawn_gateway, start_saver};
+use common::{keys_of, project, saver_settings, spawn_gateway, start_saver_with};
 use serde_json::{json, Value};
 
 fn target(cluster: &RedisCluster) -> RedisTarget {
@@ -97,7 +97,10 @@ async fn a_primary_dies_and_editing_fan_out_and_saving_resume_on_its_replica() {
         spawn_gateway(target(&cluster)).await,
         spawn_gateway(target(&cluster)).await,
     );
-    let saver = start_saver(target(&cluster)).await;
+    // A short lease: a claim the saver held on the dead primary is taken over soon after the failover.
+    let mut settings = saver_settings("failover");
+    settings.lease = Duration::from_secs(2);
+    let saver = start_saver_with(target(&cluster), settings).await;
     let p = project("failover");
     let (mut alice, _) = join_with_objects(&g1.ws(&p), 20).await;
     let (mut bob, _) = WsClient::join(&g2.ws(&p)).await.expect("join");
@@ -107,6 +110,26 @@ async fn a_primary_dies_and_editing_fan_out_and_saving_resume_on_its_replica() {
     // Every acknowledged edit has reached the replica; then the project's primary dies.
     assert_eq!(cluster.set_replicated(&fence_key(&p), "x"), 1);
     let slot = cluster.keyslot(&keys_of(&p).meta);
+    let ready = g2.http("/readyz");
+    let readiness = tokio::spawn(async move {
+        // Not ready while the cluster cannot serve every slot, ready again once the replica took over.
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
+            let status = canvas_testkit::http_get(&ready, &[])
+                .await
+                .map(|(status, _)| status)
+                .unwrap_or(0);
+            if seen.last() != Some(&status) {
+                seen.push(status);
+            }
+            if seen.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        seen
+    });
     let killed = cluster.kill_primary_of_slot(slot);
     let (after, attempts) = update_until_acked(&mut alice, 2, Duration::from_secs(30)).await;
     assert!(after > before, "seq {after} after {before}");
@@ -126,7 +149,7 @@ async fn a_primary_dies_and_editing_fan_out_and_saving_resume_on_its_replica() {
     let objects = snapshot["objects"].as_array().expect("objects");
     assert_eq!(objects.len(), 20, "{snapshot}");
     assert_eq!(snapshot["seq"].as_u64(), Some(after_more), "{snapshot}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let frame = carol
             .recv_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
@@ -136,6 +159,12 @@ async fn a_primary_dies_and_editing_fan_out_and_saving_resume_on_its_replica() {
             break;
         }
     }
+    let readiness = readiness.await.expect("readiness poller");
+    assert_eq!(
+        readiness,
+        [200, 503, 200],
+        "readiness follows the cluster's state"
+    );
     eprintln!("failover: while the slot had no primary, {attempts:?}");
     saver.cancel();
 }

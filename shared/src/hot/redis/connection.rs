@@ -157,6 +157,28 @@ impl ConnectionLike for RedisConn {
 }
 
 impl RedisConn {
+    /// PING on a single Redis; on a cluster, on every primary of the slot map, so that a dead primary shows until
+    /// its replica has taken over its slots.
+    pub(crate) async fn ping(&self) -> redis::RedisResult<()> {
+        let mut ping = redis::cmd("PING");
+        match self {
+            RedisConn::Single(conn) => ping.query_async(&mut conn.clone()).await,
+            RedisConn::Cluster(lazy) => {
+                use redis::cluster_routing::{
+                    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo,
+                };
+                let mut conn = lazy.get().await?;
+                let routing = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::AllSucceeded),
+                ));
+                conn.route_command(std::mem::take(&mut ping), routing)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+
     /// Bytes Redis uses (`used_memory`), summed over a cluster's primaries; None when it cannot tell.
     pub(crate) async fn used_memory(&self) -> Option<u64> {
         let mut info = redis::cmd("INFO");

@@ -597,10 +597,7 @@ impl EditStore for RedisHotState {
 impl Reachable for RedisHotState {
     async fn ping(&self) -> Result<(), HotError> {
         let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        conn.ping().await.map_err(unavailable)?;
         if self.target.sharded() {
             // A node that answers is not enough: the cluster serves every slot only when its state is ok.
             let info: String = redis::cmd("CLUSTER")
