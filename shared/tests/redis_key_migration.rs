@@ -1,7 +1,7 @@
 //! The move from the key layout before buckets to the bucketed one, on a real redis-server: a Redis written the
 //! old way (one project saved, one with unsaved changes, one under a saver's claim) comes out of the migration
-//! with every object, seq, unsaved change and claim intact, as the store reads them, and nothing left under an
-//! old name.
+//! with every object, seq, unsaved change and claim intact, as the store reads them, nothing left under an old
+//! name, and every loaded project resident (so that one loaded before idle eviction existed is evicted too).
 
 mod support;
 
@@ -85,10 +85,19 @@ async fn an_old_layout_comes_out_whole_in_buckets() {
     ]);
     redis.cli(&["SET", "canvas:{saved}:idem:alice:k1", "{\"ok\":true}"]);
     redis.cli(&["SET", "canvas:cold_loads", "12"]);
+    // Loaded before idle eviction existed: no resident entry.
+    write_old_project(
+        &redis,
+        "ancient",
+        1,
+        &[("d", r#"{"id":"d","type":"rect","version":1}"#)],
+    );
+    redis.cli(&["ZREM", "canvas:resident", "ancient"]);
 
     let report = migrate_to_buckets(&redis.url()).await.expect("migration");
-    assert_eq!(report.projects, 3, "{report:?}");
-    assert_eq!(report.index_entries, 3 + 3 + 1 + 1, "{report:?}");
+    assert_eq!(report.projects, 4, "{report:?}");
+    assert_eq!(report.index_entries, 3 + 4 + 1 + 1, "{report:?}");
+    assert_eq!(report.resident_added, 1, "{report:?}");
     let left = redis.cli(&["--scan", "--pattern", "canvas:{saved}*"]);
     assert_eq!(left, "", "old keys left behind");
     for old in [
@@ -102,7 +111,7 @@ async fn an_old_layout_comes_out_whole_in_buckets() {
     }
     let again = migrate_to_buckets(&redis.url()).await.expect("second run");
     assert_eq!(
-        again.projects + again.keys + again.index_entries,
+        again.projects + again.keys + again.index_entries + again.resident_added,
         0,
         "{again:?}"
     );
@@ -142,5 +151,9 @@ async fn an_old_layout_comes_out_whole_in_buckets() {
         "the unsaved project and the expired claim are both taken"
     );
     let residency = hot.residency(3).await.expect("residency");
-    assert_eq!((residency.resident, residency.cold_loads), (3, 12));
+    assert_eq!(
+        (residency.resident, residency.cold_loads),
+        (4, 12),
+        "every loaded project is resident, so its idle time counts"
+    );
 }

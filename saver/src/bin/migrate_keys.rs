@@ -23,8 +23,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let report = migrate_to_buckets(&args.redis_url).await?;
     println!(
-        "moved {} projects ({} keys, {} index entries); dropped {} snapshot copies",
-        report.projects, report.keys, report.index_entries, report.dropped
+        "moved {} projects ({} keys, {} index entries); dropped {} snapshot copies; {} projects made resident",
+        report.projects, report.keys, report.index_entries, report.dropped, report.resident_added
     );
     Ok(())
 }

@@ -33,6 +33,8 @@ pub struct MigrationReport {
     pub index_entries: usize,
     /// Snapshot copies dropped (they expire within a minute anyway).
     pub dropped: usize,
+    /// Loaded projects that had no resident entry (loaded before idle eviction existed) and now have one.
+    pub resident_added: usize,
 }
 
 /// An old per-project key split into its project and what follows the tag (`objects`, `idem:…`, …); None for
@@ -195,6 +197,29 @@ async fn migrate<C: ConnectionLike + Send>(conn: &mut C) -> Result<MigrationRepo
             .query_async::<()>(conn)
             .await
             .map_err(unavailable)?;
+    }
+
+    // A project loaded before idle eviction existed has no resident entry, and would never be evicted: from now
+    // on its idle time counts.
+    let now = crate::time::now_ms();
+    for project in &projects {
+        let keys = ProjectKeys::new(project);
+        let loaded: bool = redis::cmd("EXISTS")
+            .arg(&keys.meta)
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
+        if loaded {
+            let added: u64 = redis::cmd("ZADD")
+                .arg(&keys.bucket.resident)
+                .arg("NX")
+                .arg(now)
+                .arg(project.as_str())
+                .query_async(conn)
+                .await
+                .map_err(unavailable)?;
+            report.resident_added += added as usize;
+        }
     }
 
     let cold_loads: Option<u64> = redis::cmd("GET")
