@@ -10,7 +10,8 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Client, Cmd, Pipeline, RedisFuture, Value};
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use super::super::HotError;
 use crate::cause::Cause;
@@ -60,7 +61,7 @@ impl RedisConn {
                 let client = cluster_client(nodes, None)?;
                 Ok(RedisConn::Cluster(LazyCluster {
                     client: Arc::new(client),
-                    conn: Arc::new(OnceCell::new()),
+                    conn: Arc::new(Mutex::new(Cluster::default())),
                 }))
             }
         }
@@ -97,28 +98,57 @@ pub(crate) fn cluster_client(
     })
 }
 
-/// A cluster connection made on first use; a failed attempt is tried again on the next call.
+/// A cluster connection made on first use; a failed attempt is tried again on the next call. A connection whose
+/// calls time out or are refused is replaced by a fresh one (at most every [`REBUILD_AFTER`]): after a failover
+/// the client's own recovery can keep routing a slot to the dead primary for as long as it keeps trying, while a new
+/// connection reads the slot map afresh from the nodes that answer.
 #[derive(Clone)]
 pub(crate) struct LazyCluster {
     client: Arc<ClusterClient>,
-    conn: Arc<OnceCell<ClusterConnection>>,
+    conn: Arc<Mutex<Cluster>>,
 }
+
+#[derive(Default)]
+struct Cluster {
+    conn: Option<ClusterConnection>,
+    made_at: Option<Instant>,
+}
+
+/// The shortest life of a cluster connection before a failing one is replaced.
+const REBUILD_AFTER: Duration = Duration::from_secs(3);
 
 impl LazyCluster {
     pub(crate) async fn get(&self) -> redis::RedisResult<ClusterConnection> {
-        self.conn
-            .get_or_try_init(|| async {
-                tokio::time::timeout(RESPONSE_TIMEOUT * 2, self.client.get_async_connection())
-                    .await
-                    .map_err(|_| {
-                        redis::RedisError::from((
-                            redis::ErrorKind::Io,
-                            "no Redis Cluster node answered",
-                        ))
-                    })?
-            })
+        let mut cluster = self.conn.lock().await;
+        if let Some(conn) = &cluster.conn {
+            return Ok(conn.clone());
+        }
+        let conn = tokio::time::timeout(RESPONSE_TIMEOUT * 2, self.client.get_async_connection())
             .await
-            .cloned()
+            .map_err(|_| {
+                redis::RedisError::from((redis::ErrorKind::Io, "no Redis Cluster node answered"))
+            })??;
+        cluster.conn = Some(conn.clone());
+        cluster.made_at = Some(Instant::now());
+        Ok(conn)
+    }
+
+    /// Notes how a call ended: a timeout or a refused connection replaces a connection older than
+    /// [`REBUILD_AFTER`], so that the next call starts from a fresh slot map.
+    async fn after<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(e) = &result {
+            if e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped() {
+                let mut cluster = self.conn.lock().await;
+                if cluster
+                    .made_at
+                    .is_some_and(|at| at.elapsed() >= REBUILD_AFTER)
+                {
+                    tracing::warn!(error = %e, "Redis Cluster connection failing; making a new one");
+                    *cluster = Cluster::default();
+                }
+            }
+        }
+        result
     }
 }
 
@@ -128,7 +158,8 @@ impl ConnectionLike for RedisConn {
             RedisConn::Single(conn) => conn.req_packed_command(cmd),
             RedisConn::Cluster(lazy) => Box::pin(async move {
                 let mut conn = lazy.get().await?;
-                conn.req_packed_command(cmd).await
+                let result = conn.req_packed_command(cmd).await;
+                lazy.after(result).await
             }),
         }
     }
@@ -143,7 +174,8 @@ impl ConnectionLike for RedisConn {
             RedisConn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             RedisConn::Cluster(lazy) => Box::pin(async move {
                 let mut conn = lazy.get().await?;
-                conn.req_packed_commands(pipeline, offset, count).await
+                let result = conn.req_packed_commands(pipeline, offset, count).await;
+                lazy.after(result).await
             }),
         }
     }
@@ -172,9 +204,11 @@ impl RedisConn {
                     MultipleNodeRoutingInfo::AllMasters,
                     Some(ResponsePolicy::AllSucceeded),
                 ));
-                conn.route_command(std::mem::take(&mut ping), routing)
+                let result = conn
+                    .route_command(std::mem::take(&mut ping), routing)
                     .await
-                    .map(|_| ())
+                    .map(|_| ());
+                lazy.after(result).await
             }
         }
     }
