@@ -37,8 +37,8 @@ async fn start_saver(redis_url: &str, idle_evict_ms: u64) -> CancellationToken {
 
 /// Every key of the project in Redis.
 fn project_keys(redis: &RedisServer, p: &str) -> Vec<String> {
-    let keys = common::keys_of(p);
-    let prefix = keys.meta.strip_suffix("meta").expect("meta key");
+    let project = canvas_shared::ids::ProjectId::parse(p).expect("project id");
+    let prefix = canvas_shared::hot::keys::ProjectKeys::prefix(&project);
     let listed = redis.cli(&["--scan", "--pattern", &format!("{prefix}*")]);
     listed
         .lines()

@@ -151,6 +151,11 @@ impl ProjectKeys {
         format!("canvas:{{{}}}:{project}/", bucket.tag)
     }
 
+    /// What every key of the project starts with (and no other project's key does).
+    pub fn prefix(project: &ProjectId) -> String {
+        Self::base(BucketKeys::of(project), project)
+    }
+
     /// Every per-project key that holds state (idempotency keys expire by themselves, a big snapshot's copy
     /// too): removing a project from the hot state removes exactly these. A new per-project key is added here.
     pub fn all(&self) -> [&str; 9] {
@@ -170,16 +175,14 @@ impl ProjectKeys {
     /// Hash: a consistent copy of the objects that a big snapshot is paged out of (expires by itself). `token`
     /// is unique per snapshot.
     pub fn snapshot_copy(project: &ProjectId, token: &str) -> String {
-        let base = Self::base(BucketKeys::of(project), project);
-        format!("{base}snapshot:{token}")
+        format!("{}snapshot:{token}", Self::prefix(project))
     }
 
     /// String: the response to a write with idempotency key `key` by `user` (expires by itself). `%` and `:` in
     /// the user id are escaped so that no two (user, key) pairs share a name.
     pub fn idempotency(project: &ProjectId, user: &str, key: &str) -> String {
         let user = user.replace('%', "%25").replace(':', "%3A");
-        let base = Self::base(BucketKeys::of(project), project);
-        format!("{base}idem:{user}:{key}")
+        format!("{}idem:{user}:{key}", Self::prefix(project))
     }
 
     /// The project id from a channel name, as published by [`ProjectKeys::channel`].

@@ -70,13 +70,7 @@ fn new_name(project: &ProjectId, what: &str) -> Option<String> {
     if what.starts_with("snapshot:") {
         return None;
     }
-    let keys = ProjectKeys::new(project);
-    let prefix = keys
-        .meta
-        .strip_suffix("meta")
-        .unwrap_or(keys.meta.as_str())
-        .to_string();
-    Some(format!("{prefix}{what}"))
+    Some(format!("{}{what}", ProjectKeys::prefix(project)))
 }
 
 /// Moves every old key of the Redis at `url` into the bucketed layout.
