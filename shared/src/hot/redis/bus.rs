@@ -2,7 +2,6 @@
 //! process has a client in, rebuilt (and every channel subscribed again) whenever it fails, with the losses
 //! reported so that the gateway repairs what its clients missed.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,10 +9,10 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use redis::Client;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::mpsc;
 
 use super::connection::RESPONSE_TIMEOUT;
-use super::{unavailable, unavailable_because};
+use super::subscriptions::{FailedUnsubscribe, Subscriptions};
 use crate::hot::keys::ProjectKeys;
 use crate::hot::{Bus, BusEvent, BusMessage, HotError};
 use crate::ids::ProjectId;
@@ -22,8 +21,9 @@ use crate::ids::ProjectId;
 pub(super) fn open(client: Client, events: mpsc::Sender<BusEvent>) -> Arc<dyn Bus> {
     let bus = Arc::new(RedisBus {
         client,
-        state: Mutex::new(BusState::default()),
-        reset: tokio::sync::Notify::new(),
+        // One connection carries every subscription: one that does not answer an unsubscribe may be half-open, and
+        // nothing would notice until a subscribe while its subscribers miss broadcasts.
+        subscriptions: Subscriptions::new("pub/sub", FailedUnsubscribe::GivesUp),
     });
     tokio::spawn(run_bus(Arc::clone(&bus), events));
     bus
@@ -50,56 +50,17 @@ impl Bus for Broken {
 /// One pub/sub connection per process, with the set of channels it should be subscribed to.
 struct RedisBus {
     client: Client,
-    state: Mutex<BusState>,
-    /// Rings when a subscribe failed on a connection that looks alive: the connection is then dropped and
-    /// rebuilt, which subscribes every wanted channel again and tells the gateway to resync its clients.
-    reset: tokio::sync::Notify,
-}
-
-#[derive(Default)]
-struct BusState {
-    channels: HashSet<String>,
-    /// Present while connected.
-    sink: Option<PubSubSink>,
+    subscriptions: Subscriptions<PubSubSink>,
 }
 
 #[async_trait]
 impl Bus for RedisBus {
     async fn subscribe(&self, project: &ProjectId) -> Result<(), HotError> {
-        let channel = ProjectKeys::new(project).channel;
-        let mut state = self.state.lock().await;
-        state.channels.insert(channel.clone());
-        // While disconnected the reconnect loop subscribes every wanted channel.
-        let Some(sink) = state.sink.as_mut() else {
-            return Err(unavailable_because("pub/sub is reconnecting"));
-        };
-        let failed = match tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(&channel)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => unavailable(e),
-            Err(_) => unavailable_because("pub/sub subscribe timed out"),
-        };
-        // Without a reconnect nothing would retry this channel, and its clients would miss broadcasts unnoticed.
-        state.sink = None;
-        self.reset.notify_one();
-        Err(failed)
+        self.subscriptions.subscribe(project).await
     }
 
     async fn unsubscribe(&self, project: &ProjectId) -> Result<(), HotError> {
-        let channel = ProjectKeys::new(project).channel;
-        let mut state = self.state.lock().await;
-        state.channels.remove(&channel);
-        let Some(sink) = state.sink.as_mut() else {
-            return Ok(());
-        };
-        if !matches!(
-            tokio::time::timeout(RESPONSE_TIMEOUT, sink.unsubscribe(&channel)).await,
-            Ok(Ok(()))
-        ) {
-            // A connection that does not answer may be half-open: nothing would notice until a subscribe, and
-            // its subscribers would miss broadcasts meanwhile. Rebuilding it resubscribes what is wanted.
-            state.sink = None;
-            self.reset.notify_one();
-        }
+        self.subscriptions.unsubscribe(project).await;
         Ok(())
     }
 }
@@ -142,26 +103,8 @@ async fn run_bus(bus: Arc<RedisBus>, events: mpsc::Sender<BusEvent>) {
                     continue;
                 }
             };
-        let (mut sink, mut stream) = pubsub.split();
-        let resubscribed = {
-            let mut state = bus.state.lock().await;
-            let channels: Vec<String> = state.channels.iter().cloned().collect();
-            let mut ok = true;
-            for channel in &channels {
-                if !matches!(
-                    tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(channel)).await,
-                    Ok(Ok(()))
-                ) {
-                    ok = false;
-                    break;
-                }
-            }
-            if ok {
-                state.sink = Some(sink);
-            }
-            ok
-        };
-        if !resubscribed {
+        let (sink, mut stream) = pubsub.split();
+        if !bus.subscriptions.subscribe_all(sink).await {
             tokio::time::sleep(delay).await;
             continue;
         }
@@ -189,11 +132,11 @@ async fn run_bus(bus: Arc<RedisBus>, events: mpsc::Sender<BusEvent>) {
                     }
                     None => break,
                 },
-                _ = bus.reset.notified() => break,
+                _ = bus.subscriptions.lost.notified() => break,
                 _ = events.closed() => return,
             }
         }
-        bus.state.lock().await.sink = None;
+        bus.subscriptions.give_up().await;
         tracing::warn!("pub/sub connection lost; reconnecting");
         if events.send(BusEvent::Disconnected).await.is_err() {
             return;

@@ -9,6 +9,7 @@ mod bus;
 mod connection;
 mod migrate;
 mod sharded_bus;
+mod subscriptions;
 
 pub use crate::config::RedisTarget;
 pub use migrate::{migrate_to_buckets, MigrationReport};

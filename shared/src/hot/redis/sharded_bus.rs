@@ -6,19 +6,17 @@
 //! slot moved elsewhere is subscribed again, on the slot's new owner, and the gateway is told to repair what its
 //! clients missed only once every wanted channel is subscribed again.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::mpsc;
 
 use super::bus::parse_payload;
 use super::connection::{cluster_client, RESPONSE_TIMEOUT};
-use super::{unavailable, unavailable_because};
-use crate::hot::keys::ProjectKeys;
+use super::subscriptions::{FailedUnsubscribe, Subscriptions};
 use crate::hot::{Bus, BusEvent, HotError};
 use crate::ids::ProjectId;
 
@@ -26,8 +24,7 @@ use crate::ids::ProjectId;
 pub(super) fn open(nodes: &[String], events: mpsc::Sender<BusEvent>) -> Arc<dyn Bus> {
     let bus = Arc::new(ShardedBus {
         nodes: nodes.to_vec(),
-        state: Mutex::new(BusState::default()),
-        lost: tokio::sync::Notify::new(),
+        subscriptions: Subscriptions::new("sharded pub/sub", FailedUnsubscribe::IsHarmless),
     });
     tokio::spawn(run_bus(Arc::clone(&bus), events));
     bus
@@ -35,46 +32,17 @@ pub(super) fn open(nodes: &[String], events: mpsc::Sender<BusEvent>) -> Arc<dyn 
 
 struct ShardedBus {
     nodes: Vec<String>,
-    state: Mutex<BusState>,
-    /// Rings when a subscribe failed: every wanted channel is then subscribed again, and the gateway repairs.
-    lost: tokio::sync::Notify,
-}
-
-#[derive(Default)]
-struct BusState {
-    channels: HashSet<String>,
-    /// Present while every wanted channel is subscribed.
-    conn: Option<ClusterConnection>,
+    subscriptions: Subscriptions<ClusterConnection>,
 }
 
 #[async_trait]
 impl Bus for ShardedBus {
     async fn subscribe(&self, project: &ProjectId) -> Result<(), HotError> {
-        let channel = ProjectKeys::new(project).channel;
-        let mut state = self.state.lock().await;
-        state.channels.insert(channel.clone());
-        let Some(conn) = state.conn.as_mut() else {
-            return Err(unavailable_because("sharded pub/sub is reconnecting"));
-        };
-        let failed = match tokio::time::timeout(RESPONSE_TIMEOUT, conn.ssubscribe(&channel)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => unavailable(e),
-            Err(_) => unavailable_because("sharded pub/sub subscribe timed out"),
-        };
-        // Nothing else would retry this channel, and its clients would miss broadcasts unnoticed.
-        state.conn = None;
-        self.lost.notify_one();
-        Err(failed)
+        self.subscriptions.subscribe(project).await
     }
 
     async fn unsubscribe(&self, project: &ProjectId) -> Result<(), HotError> {
-        let channel = ProjectKeys::new(project).channel;
-        let mut state = self.state.lock().await;
-        state.channels.remove(&channel);
-        if let Some(conn) = state.conn.as_mut() {
-            // A failure leaves a subscription nobody wants; its messages are dropped on arrival.
-            let _ = tokio::time::timeout(RESPONSE_TIMEOUT, conn.sunsubscribe(&channel)).await;
-        }
+        self.subscriptions.unsubscribe(project).await;
         Ok(())
     }
 }
@@ -95,7 +63,7 @@ fn text(value: &Value) -> Option<&[u8]> {
     }
 }
 
-fn classify(push: &PushInfo, wanted: impl Fn(&str) -> bool) -> Push {
+async fn classify(push: &PushInfo, bus: &ShardedBus) -> Push {
     match push.kind {
         PushKind::SMessage | PushKind::Message => {
             let (Some(channel), Some(payload)) = (
@@ -107,7 +75,7 @@ fn classify(push: &PushInfo, wanted: impl Fn(&str) -> bool) -> Push {
             let Ok(channel) = std::str::from_utf8(channel) else {
                 return Push::Other;
             };
-            if !wanted(channel) {
+            if !bus.subscriptions.wants(channel).await {
                 return Push::Other;
             }
             parse_payload(channel, payload).map_or(Push::Other, Push::Message)
@@ -120,29 +88,12 @@ fn classify(push: &PushInfo, wanted: impl Fn(&str) -> bool) -> Push {
                 .and_then(text)
                 .and_then(|c| std::str::from_utf8(c).ok());
             match channel {
-                Some(channel) if wanted(channel) => Push::Lost,
+                Some(channel) if bus.subscriptions.wants(channel).await => Push::Lost,
                 _ => Push::Other,
             }
         }
         _ => Push::Other,
     }
-}
-
-/// Subscribes every wanted channel on `conn`; the connection is kept for later subscribes only if all succeed.
-async fn subscribe_all(bus: &ShardedBus, conn: &ClusterConnection) -> bool {
-    let mut state = bus.state.lock().await;
-    let channels: Vec<String> = state.channels.iter().cloned().collect();
-    let mut conn = conn.clone();
-    for channel in &channels {
-        if !matches!(
-            tokio::time::timeout(RESPONSE_TIMEOUT, conn.ssubscribe(channel)).await,
-            Ok(Ok(()))
-        ) {
-            return false;
-        }
-    }
-    state.conn = Some(conn);
-    true
 }
 
 /// Failed rounds of subscribing every channel on one connection before it is replaced by a new one.
@@ -194,7 +145,7 @@ async fn run_bus(bus: Arc<ShardedBus>, events: mpsc::Sender<BusEvent>) {
             loop {
                 // Pushes from before this round say nothing about the subscriptions it makes.
                 while pushes.try_recv().is_ok() {}
-                if subscribe_all(&bus, &conn).await {
+                if bus.subscriptions.subscribe_all(conn.clone()).await {
                     break;
                 }
                 rounds += 1;
@@ -219,7 +170,7 @@ async fn run_bus(bus: Arc<ShardedBus>, events: mpsc::Sender<BusEvent>) {
             }
             connected_before = true;
             let ended = forward(&bus, &mut pushes, &events).await;
-            bus.state.lock().await.conn = None;
+            bus.subscriptions.give_up().await;
             match ended {
                 Ended::Stopped => return,
                 Ended::Lost | Ended::Closed => {
@@ -246,10 +197,7 @@ async fn forward(
         tokio::select! {
             push = pushes.recv() => {
                 let Some(push) = push else { return Ended::Closed };
-                let push = {
-                    let state = bus.state.lock().await;
-                    classify(&push, |channel: &str| state.channels.contains(channel))
-                };
+                let push = classify(&push, bus).await;
                 match push {
                     Push::Message(message) => {
                         if events.send(BusEvent::Message(message)).await.is_err() {
@@ -260,7 +208,7 @@ async fn forward(
                     Push::Other => {}
                 }
             }
-            _ = bus.lost.notified() => return Ended::Lost,
+            _ = bus.subscriptions.lost.notified() => return Ended::Lost,
             _ = events.closed() => return Ended::Stopped,
         }
     }
