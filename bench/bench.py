@@ -576,11 +576,11 @@ class Bench:
         patch = '{"lg":{"c":"0a1b2c3d-17","n":123456,"t":1764170000000000},"x":4242,"y":1717}'
         limits = [64 * 1024, 10_000]
 
-        def argv(op, body):
+        def argv(op, body, against="", merged="", version=""):
             # As redis.rs sends them: no traceparent, no ifVersion, the default journal length and project
-            # budget, no seq floor.
+            # budget, no seq floor; `against`/`merged`/`version`: the text the gateway merged against and its merge.
             return [*keys, op, "lg-0", '"lg-0"', body, now, '"anonymous"', "0123456789abcdef0123456789abcdef",
-                    *limits, "PUBLISH", project, "", "", 1000, 32 * 1024 * 1024, 0]
+                    *limits, "PUBLISH", project, "", "", 1000, 32 * 1024 * 1024, 0, against, merged, version]
 
         created = self.redis_cli("EVALSHA", sha, len(keys), *argv("c", obj_json))
         first = self.redis_cli("EVALSHA", sha, len(keys), *argv("u", patch))
@@ -598,15 +598,15 @@ class Bench:
             "subscribersBefore": int(numsub[-1]) if numsub else None,
             "runs": {},
         }
-        cmd_tail = ["EVALSHA", sha, len(keys), *argv("u", patch)]
-        # For scale: the same call with a trivial script (what a script call costs before the edit's work), and a
-        # bare write-and-publish script (HSET + SADD + ZADD + PUBLISH on the edit's keys: the floor an edit's Redis
-        # work can come down to).
-        trivial = self.redis_cli("SCRIPT", "LOAD", "return 1")
-        bare = self.redis_cli("SCRIPT", "LOAD", BARE_EDIT_SCRIPT)
-        bare_tail = ["EVALSHA", bare, 3, keys[0], keys[3], keys[4], "lg-0", obj_json, now, project, channel]
+        # An update the gateway merged: the script finds the stored text unchanged and writes the merge. The same
+        # command repeats, so the text written back is the one it checks (same length as a real merge's result),
+        # and every call takes that path.
+        cmd_tail = ["EVALSHA", sha, len(keys), *argv("u", patch, stored, stored, 3)]
+        # The same update merged by the script (a gateway that does not know the object's text).
+        script_tail = ["EVALSHA", sha, len(keys), *argv("u", patch)]
         runs = (("c50", ["-c", "50"], 100_000, cmd_tail),
                 ("c50_P16", ["-c", "50", "-P", "16"], 160_000, cmd_tail),
+                ("script_merge_c50", ["-c", "50"], 100_000, script_tail),
                 ("trivial_c50", ["-c", "50"], 100_000, ["EVALSHA", trivial, 0]),
                 ("bare_c50", ["-c", "50"], 100_000, bare_tail))
         for label, extra, n, tail in runs:

@@ -1,7 +1,10 @@
-//! The Redis edit script merges patches on raw JSON text (shared/src/hot/scripts/json.lua, edit.lua); the memory hot
-//! state and every client use `canvas_shared::object::merge_patch`. They must agree byte for byte on meaning: this
-//! property test applies random objects and random patches through a real redis-server (`RedisHotState::apply`)
-//! and through `MemoryHotState`, and checks after every step that the stored JSON equals the Rust merge result.
+//! The Redis edit script merges patches on raw JSON text (shared/src/hot/scripts/json.lua, edit.lua), and so does a
+//! process that knows the object's stored text (shared/src/hot/redis/raw_merge.rs: the script then only checks and
+//! writes); the memory hot state and every client use `canvas_shared::object::merge_patch`. They must agree on
+//! meaning, and the two raw mergers byte for byte (a process follows the other side's merges from broadcasts): this
+//! property test applies random objects and random patches through a real redis-server twice, once merging in the
+//! process and once in the script, and through `MemoryHotState`, and checks after every step that the stored JSON
+//! equals the Rust merge result and that both Redis texts are the same bytes.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -71,7 +74,10 @@ fn reparse(v: &Value) -> Value {
 
 struct Stores {
     rt: tokio::runtime::Runtime,
+    /// Merges updates itself: it keeps each object's text from the script's answers.
     redis: RedisHotState,
+    /// Keeps no text: every update is merged by the script.
+    redis_script: RedisHotState,
     memory: MemoryHotState,
     next: AtomicUsize,
     limits: Limits,
@@ -83,10 +89,14 @@ impl Stores {
             .enable_all()
             .build()
             .expect("runtime");
-        let hot = rt.block_on(async { RedisHotState::connect(&redis.url()).expect("redis url") });
+        let (hot, script) = rt.block_on(async {
+            let open = || RedisHotState::connect(&redis.url()).expect("redis url");
+            (open(), open().with_object_cache_bytes(0))
+        });
         Self {
             rt,
             redis: hot,
+            redis_script: script,
             memory: MemoryHotState::new(),
             next: AtomicUsize::new(0),
             limits: Limits::default(),
@@ -104,9 +114,13 @@ impl Stores {
         let mut expected = reparse(object);
         expected[VERSION_FIELD] = Value::from(1);
         self.rt.block_on(async {
-            for store in [&self.redis as &dyn EditStore, &self.memory] {
+            for (store, project) in [
+                (&self.redis as &dyn EditStore, &project),
+                (&self.memory, &project),
+                (&self.redis_script, &script_project(&project)),
+            ] {
                 store
-                    .load(&project, &[], 0, 0)
+                    .load(project, &[], 0, 0)
                     .await
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
             }
@@ -134,9 +148,12 @@ impl Stores {
         edit: &Edit,
         expected: &Value,
     ) -> Result<(), TestCaseError> {
-        for (name, store) in [
-            ("redis", &self.redis as &dyn EditStore),
-            ("memory", &self.memory),
+        let script_project = script_project(project);
+        let mut texts = Vec::new();
+        for (name, store, project) in [
+            ("redis", &self.redis as &dyn EditStore, project),
+            ("memory", &self.memory, project),
+            ("redis (script merges)", &self.redis_script, &script_project),
         ] {
             let ctx = EditContext {
                 by: "prop",
@@ -171,9 +188,33 @@ impl Stores {
                     snapshot.objects[0]
                 )));
             }
+            texts.push(snapshot.objects[0].clone());
+        }
+        if texts[0] != texts[2] {
+            return Err(TestCaseError::fail(format!(
+                "merged here and merged by the script differ after {edit:?}\n here:   {}\n script: {}",
+                texts[0], texts[2]
+            )));
         }
         Ok(())
     }
+
+    /// Every update of the caching store was merged in the process, every one of the other by the script.
+    fn assert_merged_where_expected(&self) {
+        let (here, script) = (
+            self.redis.update_merges(),
+            self.redis_script.update_merges(),
+        );
+        assert!(here.here > 0, "no update merged in the process: {here:?}");
+        assert_eq!(here.by_script, 0, "{here:?}");
+        assert_eq!(script.here, 0, "{script:?}");
+        assert_eq!(script.by_script, here.here, "{script:?} vs {here:?}");
+    }
+}
+
+/// The same project for the store whose script merges (both stores share one Redis).
+fn script_project(project: &ProjectId) -> ProjectId {
+    ProjectId::parse(format!("{}-script", project.as_str())).expect("project id")
 }
 
 #[test]
@@ -191,6 +232,7 @@ fn redis_lua_merge_agrees_with_merge_patch() {
     if let Err(e) = result {
         panic!("{e}");
     }
+    stores.assert_merged_where_expected();
 }
 
 /// Nesting as deep as a client may send (validation allows 32 levels): the script recurses once per level.
@@ -220,6 +262,7 @@ fn redis_lua_merge_handles_deep_nesting() {
     stores
         .check(&Value::Object(object), &patches)
         .expect("agrees");
+    stores.assert_merged_where_expected();
 }
 
 /// Hand-picked cases that once bit JSON-text mergers: blank keys, escaped quotes in keys and values, arrays of
@@ -239,4 +282,5 @@ fn redis_lua_merge_handles_tricky_text() {
         serde_json::json!({}),
     ];
     stores.check(&object, &patches).expect("agrees");
+    stores.assert_merged_where_expected();
 }

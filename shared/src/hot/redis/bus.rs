@@ -12,15 +12,22 @@ use redis::Client;
 use tokio::sync::mpsc;
 
 use super::connection::RESPONSE_TIMEOUT;
+use super::object_cache::ObjectCache;
 use super::subscriptions::{FailedUnsubscribe, Subscriptions};
 use crate::hot::keys::ProjectKeys;
 use crate::hot::{Bus, BusEvent, BusMessage, HotError};
 use crate::ids::ProjectId;
 
-/// Starts the bus on `client`; it connects, and keeps reconnecting, in the background.
-pub(super) fn open(client: Client, events: mpsc::Sender<BusEvent>) -> Arc<dyn Bus> {
+/// Starts the bus on `client`; it connects, and keeps reconnecting, in the background. Every edit it passes on is
+/// shown to `objects` first.
+pub(super) fn open(
+    client: Client,
+    objects: Arc<ObjectCache>,
+    events: mpsc::Sender<BusEvent>,
+) -> Arc<dyn Bus> {
     let bus = Arc::new(RedisBus {
         client,
+        objects,
         // One connection carries every subscription: one that does not answer an unsubscribe may be half-open, and
         // nothing would notice until a subscribe while its subscribers miss broadcasts.
         subscriptions: Subscriptions::new("pub/sub", FailedUnsubscribe::GivesUp),
@@ -50,6 +57,7 @@ impl Bus for Broken {
 /// One pub/sub connection per process, with the set of channels it should be subscribed to.
 struct RedisBus {
     client: Client,
+    objects: Arc<ObjectCache>,
     subscriptions: Subscriptions<PubSubSink>,
 }
 
@@ -125,6 +133,7 @@ async fn run_bus(bus: Arc<RedisBus>, events: mpsc::Sender<BusEvent>) {
                 msg = stream.next() => match msg {
                     Some(msg) => {
                         if let Some(message) = parse_message(&msg) {
+                            bus.objects.observe(&message);
                             if events.send(BusEvent::Message(message)).await.is_err() {
                                 return;
                             }

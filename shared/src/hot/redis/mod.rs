@@ -8,6 +8,8 @@
 mod bus;
 mod connection;
 mod migrate;
+mod object_cache;
+mod raw_merge;
 mod sharded_bus;
 mod subscriptions;
 
@@ -16,6 +18,7 @@ pub use migrate::{migrate_to_buckets, MigrationReport};
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
@@ -25,6 +28,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use self::connection::RedisConn;
+use self::object_cache::{ObjectCache, Seen, DEFAULT_OBJECT_CACHE_BYTES};
 use super::keys::{BucketKeys, ProjectKeys};
 use super::save_queue::SAVED_ORIGIN;
 use super::{
@@ -119,6 +123,26 @@ pub struct RedisHotState {
     lease_clock: LeaseClock,
     /// Edits each project's journal keeps at least.
     journal_len: usize,
+    /// What this process last saw of the objects it edits or follows: updates are merged here when it is current.
+    objects: Arc<ObjectCache>,
+    merges: Arc<MergeCounts>,
+}
+
+/// Where the updates of this process were merged: here, against the object's text the script found unchanged, or
+/// by the script.
+#[derive(Debug, Default)]
+struct MergeCounts {
+    here: AtomicU64,
+    by_script: AtomicU64,
+}
+
+/// How many of this process's updates were merged by the process itself and how many by the edit script.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpdateMerges {
+    /// The object's text was known and still stored: Redis only checked and wrote.
+    pub here: u64,
+    /// Redis parsed and merged (the text was unknown here or had changed).
+    pub by_script: u64,
 }
 
 impl RedisHotState {
@@ -137,6 +161,8 @@ impl RedisHotState {
             conn,
             lease_clock: LeaseClock::store(),
             journal_len: DEFAULT_JOURNAL_LEN,
+            objects: Arc::new(ObjectCache::new(DEFAULT_OBJECT_CACHE_BYTES)),
+            merges: Arc::default(),
         })
     }
 
@@ -202,6 +228,20 @@ impl RedisHotState {
         self
     }
 
+    /// Keeps at most about `bytes` of object text for merging updates here (0: every update is merged by Redis).
+    pub fn with_object_cache_bytes(mut self, bytes: u64) -> Self {
+        self.objects = Arc::new(ObjectCache::new(bytes));
+        self
+    }
+
+    /// Where this process's updates were merged so far.
+    pub fn update_merges(&self) -> UpdateMerges {
+        UpdateMerges {
+            here: self.merges.here.load(Ordering::Relaxed),
+            by_script: self.merges.by_script.load(Ordering::Relaxed),
+        }
+    }
+
     /// The scripts' "now" argument: empty means "read Redis' `TIME`".
     fn lease_now_arg(&self) -> String {
         self.lease_clock
@@ -230,6 +270,7 @@ impl EditStore for RedisHotState {
         ctx: EditContext<'_>,
     ) -> Result<Applied, HotError> {
         let keys = ProjectKeys::new(project);
+        let id = edit.object_id();
         let (op, body) = match edit {
             Edit::Create(object) => (
                 "c",
@@ -240,7 +281,25 @@ impl EditStore for RedisHotState {
             }
             Edit::Delete { .. } => ("d", String::new()),
         };
-        let id = edit.object_id();
+        // The text this process last saw, and the merge the script would make of it: when the stored text is
+        // still this one, the script only writes the result.
+        let known = match edit {
+            Edit::Create(_) => None,
+            Edit::Update { .. } | Edit::Delete { .. } => self.objects.get(project, id),
+        };
+        let merged = match (edit, &known) {
+            (Edit::Update { if_version, .. }, Some(seen)) => {
+                raw_merge::merged_update(&seen.text, &body, *if_version)
+            }
+            _ => None,
+        };
+        let (against, result, result_version) = match (&known, &merged) {
+            (Some(seen), Some((text, version))) => (&*seen.text, text.as_str(), *version),
+            (Some(seen), None) if matches!(edit, Edit::Delete { .. }) => {
+                (&*seen.text, "", seen.version)
+            }
+            _ => ("", "", 0),
+        };
         let span = tracing::info_span!("redis.edit_script", project = %project, object = %id, op);
         let trace = span
             .in_scope(crate::telemetry::current_traceparent)
@@ -257,7 +316,7 @@ impl EditStore for RedisHotState {
             .arg(op)
             .arg(id.as_str())
             .arg(json_string(id.as_str()))
-            .arg(body)
+            .arg(&body)
             .arg(ctx.now_ms)
             .arg(json_string(ctx.by))
             .arg(ctx.origin)
@@ -270,6 +329,9 @@ impl EditStore for RedisHotState {
             .arg(self.journal_len)
             .arg(ctx.limits.max_project_bytes)
             .arg(ctx.seq_floor)
+            .arg(against)
+            .arg(result)
+            .arg(result_version)
             .invoke_async(&mut self.conn.clone())
             .instrument(span)
             .await
@@ -282,16 +344,49 @@ impl EditStore for RedisHotState {
         };
         let (version, seq) = (number(1), number(2));
         let status = reply.first().map(String::as_str).unwrap_or_default();
-        match status {
-            "ok" => Ok(Applied {
-                id: id.clone(),
-                version: (!matches!(edit, Edit::Delete { .. })).then_some(version),
-                seq,
-                object: reply.get(3).filter(|body| !body.is_empty()).cloned(),
-            }),
-            "not_loaded" => Err(HotError::NotLoaded),
-            other => Err(refusal(other, version, edit, ctx.limits)),
+        if status != "ok" {
+            if known.is_some() {
+                // Refused, or not loaded: what this process holds may be why; the next edit learns afresh.
+                self.objects.deleted(project, id);
+            }
+            return Err(match status {
+                "not_loaded" => HotError::NotLoaded,
+                other => refusal(other, version, edit, ctx.limits),
+            });
         }
+        let by_caller = reply.get(4).is_some_and(|m| m == "caller");
+        let object = if by_caller {
+            merged.map(|(text, _)| text)
+        } else {
+            reply.get(3).filter(|body| !body.is_empty()).cloned()
+        };
+        if matches!(edit, Edit::Update { .. }) {
+            let counter = if by_caller {
+                &self.merges.here
+            } else {
+                &self.merges.by_script
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        match &object {
+            Some(text) => self.objects.applied(
+                project,
+                id,
+                Seen {
+                    seq,
+                    version,
+                    text: Arc::from(text.as_str()),
+                },
+                !by_caller,
+            ),
+            None => self.objects.deleted(project, id),
+        }
+        Ok(Applied {
+            id: id.clone(),
+            version: (!matches!(edit, Edit::Delete { .. })).then_some(version),
+            seq,
+            object,
+        })
     }
 
     async fn snapshot(&self, project: &ProjectId) -> Result<Snapshot, HotError> {
@@ -585,11 +680,13 @@ impl EditStore for RedisHotState {
     fn open_bus(&self, events: mpsc::Sender<BusEvent>) -> Arc<dyn Bus> {
         match &self.target {
             RedisTarget::Single { url } => match Client::open(url.as_str()) {
-                Ok(client) => bus::open(client, events),
+                Ok(client) => bus::open(client, Arc::clone(&self.objects), events),
                 // Unreachable in practice: the same URL opened the store's own connection.
                 Err(e) => bus::broken(unavailable(e)),
             },
-            RedisTarget::Cluster { nodes } => sharded_bus::open(nodes, events),
+            RedisTarget::Cluster { nodes } => {
+                sharded_bus::open(nodes, Arc::clone(&self.objects), events)
+            }
         }
     }
 }

@@ -16,14 +16,21 @@ use tokio::sync::mpsc;
 
 use super::bus::parse_payload;
 use super::connection::{cluster_client, RESPONSE_TIMEOUT};
+use super::object_cache::ObjectCache;
 use super::subscriptions::{FailedUnsubscribe, Subscriptions};
 use crate::hot::{Bus, BusEvent, HotError};
 use crate::ids::ProjectId;
 
 /// Starts the bus on the cluster behind `nodes`; it connects, and keeps its subscriptions, in the background.
-pub(super) fn open(nodes: &[String], events: mpsc::Sender<BusEvent>) -> Arc<dyn Bus> {
+/// Every edit it passes on is shown to `objects` first.
+pub(super) fn open(
+    nodes: &[String],
+    objects: Arc<ObjectCache>,
+    events: mpsc::Sender<BusEvent>,
+) -> Arc<dyn Bus> {
     let bus = Arc::new(ShardedBus {
         nodes: nodes.to_vec(),
+        objects,
         subscriptions: Subscriptions::new("sharded pub/sub", FailedUnsubscribe::IsHarmless),
     });
     tokio::spawn(run_bus(Arc::clone(&bus), events));
@@ -32,6 +39,7 @@ pub(super) fn open(nodes: &[String], events: mpsc::Sender<BusEvent>) -> Arc<dyn 
 
 struct ShardedBus {
     nodes: Vec<String>,
+    objects: Arc<ObjectCache>,
     subscriptions: Subscriptions<ClusterConnection>,
 }
 
@@ -200,6 +208,7 @@ async fn forward(
                 let push = classify(&push, bus).await;
                 match push {
                     Push::Message(message) => {
+                        bus.objects.observe(&message);
                         if events.send(BusEvent::Message(message)).await.is_err() {
                             return Ended::Stopped;
                         }
