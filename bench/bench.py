@@ -30,7 +30,8 @@ records the CPU of each process it started (and of the rest of the machine) over
 Options: --only LETTERS (comma separated), --no-profile, --out DIR; --chart RUN_DIR and --make-reference RUN_DIR
 work on a finished run without running anything. To measure a changed or reconfigured gateway against the same
 load: BENCH_GATEWAY_BIN (another gateway binary), BENCH_GATEWAY_ENV (JSON object of extra gateway environment
-variables).
+variables). BENCH_BASELINE_GATEWAY_BIN adds scenario W: after C, both gateways restart with that binary (today's
+main, say), B's load and C's ramp run again against it, and the gateways restart with the measured binary.
 """
 
 import argparse
@@ -66,6 +67,8 @@ RAMP_P99_LIMIT_MS = 100.0
 SAVE_INTERVAL_MS = 5000
 # To measure another gateway binary, or extra gateway environment as JSON (the reference run uses neither).
 GATEWAY_BIN = Path(os.environ.get("BENCH_GATEWAY_BIN", REL / "gateway"))
+# Scenario W: a second gateway binary (today's main, say) measured under B's and C's load in the same run.
+BASELINE_GATEWAY_BIN = os.environ.get("BENCH_BASELINE_GATEWAY_BIN")
 GATEWAY_ENV_EXTRA = json.loads(os.environ.get("BENCH_GATEWAY_ENV", "{}"))
 
 
@@ -511,11 +514,11 @@ class Bench:
             self.roles[f"redis-{'primary' if port in self.primary_ports else 'replica'}{i}"] = \
                 self.roles.pop(f"redis{i}")
 
-    def start_gateway(self, i):
+    def start_gateway(self, i, binary=None):
         port = free_port()
         p = self.procs.start(
             f"gateway{i}",
-            [GATEWAY_BIN],
+            [binary or GATEWAY_BIN],
             env=self.env(**GATEWAY_ENV_EXTRA,
                 GATEWAY_ADDR=f"127.0.0.1:{port}",
                 CANVAS_AUTH_DISABLED="true",
@@ -809,6 +812,39 @@ class Bench:
         self.save_summary()
         log(f"  C: highest sustained {res['highestSustainedEditsPerSec']} edits/s; "
             f"ratio to G c50 {res.get('ratioToScript_c50')}, to G P16 {res.get('ratioToScript_c50_P16')}")
+
+    # -- W: B and C against the baseline gateway binary, in this run --------------------------------------------
+
+    def restart_gateways(self, binary):
+        for i in (1, 2):
+            self.procs.stop(next(p for n, p in self.procs.items if n == f"gateway{i}"))
+            self.start_gateway(i, binary)
+
+    def scenario_w(self):
+        log(f"W: B's load and C's ramp again, against the baseline gateway {BASELINE_GATEWAY_BIN}")
+        self.wait_saved()
+        self.restart_gateways(BASELINE_GATEWAY_BIN)
+        try:
+            report, cpu = self.run_loadgen(
+                "W-B-steady",
+                ["--url", self.url(1), "--url", self.url(2), "--projects", 50, "--clients", 4, "--rate", 5,
+                 "--objects", 4, "--duration", 30, "--warmup", 1, "--project-prefix", "steady-base"],
+                timeout=90,
+            )
+            b = {**self.brief(report), "cpu": cpu, "redisCpuUsPerEdit": redis_us_per_edit(cpu, self.brief(report))}
+            self.wait_saved()
+            c = self.ramp("W-C", "ramp-base")
+        finally:
+            self.restart_gateways(GATEWAY_BIN)
+        res = {"gatewayBin": BASELINE_GATEWAY_BIN, "B": b, "C": c}
+        ours = self.summary["scenarios"].get("C", {}).get("highestSustainedEditsPerSec")
+        if ours and c.get("highestSustainedEditsPerSec"):
+            res["sustainedRatioCOverBaseline"] = round(ours / c["highestSustainedEditsPerSec"], 3)
+        self.summary["scenarios"]["W"] = res
+        self.save_summary()
+        log(f"  W: baseline B {b['achievedEditsPerSec']} edits/s at {b['redisCpuUsPerEdit']} us Redis CPU per edit; "
+            f"baseline C highest sustained {c.get('highestSustainedEditsPerSec')} edits/s "
+            f"(ours / baseline: {res.get('sustainedRatioCOverBaseline')})")
 
     def ramp(self, label, prefix):
         """Scenario C's ramp against the running stack: 20 projects x 5 clients on both gateways, rate per client
@@ -1210,6 +1246,8 @@ class Bench:
                                  "saverHttp": self.saver_http, "gateways": self.gw_ports}
         plan = [("G", self.scenario_g), ("D", self.scenario_d), ("A", self.scenario_a), ("B", self.scenario_b),
                 ("C", self.scenario_c)]
+        if BASELINE_GATEWAY_BIN:
+            plan.append(("W", self.scenario_w))
         if self.profile:
             plan.append(("P", self.scenario_p))
         for letter, fn in plan:
@@ -1515,6 +1553,19 @@ def summary_md(s):
                      f"{st['cpu'].get('redis_evalsha_usec_per_call')} | {cpu_cols(st['cpu'])} | "
                      f"{'ok' if st['passed'] else '; '.join(st['failedBecause'])} |")
         L.append("")
+    w = sc.get("W")
+    if w and "C" in w:
+        wb, wc = w["B"], w["C"]
+        L += [f"## W: the baseline gateway ({w['gatewayBin']}) under the same load", "",
+              f"B: {fmt(wb.get('achievedEditsPerSec'))} edits/s, fan-out p99 {wb['fanoutMs']['p99']} ms, Redis CPU "
+              f"{wb.get('redisCpuUsPerEdit')} µs per edit. C: highest sustained "
+              f"{fmt(wc.get('highestSustainedEditsPerSec'))} edits/s; the measured gateway's C over this: "
+              f"{w.get('sustainedRatioCOverBaseline')}.", "",
+              "| per client | achieved | fan-out p99 ms | Redis µs per edit | verdict |", "| ---: | ---: | ---: | ---: | --- |"]
+        for st in wc["steps"]:
+            L.append(f"| {st['ratePerClient']} | {fmt(st['achievedEditsPerSec'])} | {st['fanoutMs']['p99']} | "
+                     f"{st.get('redisCpuUsPerEdit')} | {'ok' if st['passed'] else '; '.join(st['failedBecause'])} |")
+        L.append("")
     d = sc.get("D")
     if d and "rssBeforeKiB" in d:
         L += ["## D: idle connections on one gateway", "",
@@ -1663,7 +1714,8 @@ def make_reference(run):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", help="comma-separated scenario letters (G,D,A,B,C,P,M,E,S; F comes with B)")
+    ap.add_argument("--only", help="comma-separated scenario letters (G,D,A,B,C,P,M,E,S,W; F comes with B; W needs "
+                                   "BENCH_BASELINE_GATEWAY_BIN)")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--out", help="results folder (default bench/runs/<UTC timestamp>)")
     ap.add_argument("--chart", metavar="RUN_DIR", help="only (re)write the chart of a finished run, then exit")

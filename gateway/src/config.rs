@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use canvas_shared::config::{DynamoArgs, JournalArgs, LimitsArgs, RedisArgs, TelemetryArgs};
+use canvas_shared::hot::redis::DEFAULT_OBJECT_CACHE_BYTES;
 use clap::Parser;
 
 use crate::auth::AuthArgs;
@@ -29,6 +30,15 @@ pub struct Config {
 
     #[command(flatten)]
     pub journal: JournalArgs,
+
+    /// Bytes of object text the gateway keeps to merge updates itself (Redis then only checks that the stored
+    /// text is unchanged and writes the result); 0: Redis merges every update.
+    #[arg(
+        long = "object-cache-bytes",
+        env = "GATEWAY_OBJECT_CACHE_BYTES",
+        default_value_t = DEFAULT_OBJECT_CACHE_BYTES
+    )]
+    pub object_cache_bytes: u64,
 
     #[command(flatten)]
     pub auth: AuthArgs,

@@ -201,6 +201,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Prometheus text exposition of this gateway's figures.
 async fn prometheus(State(state): State<AppState>) -> Response {
+    state
+        .metrics
+        .record_update_merges(state.hot.update_merges());
     (
         [(
             header::CONTENT_TYPE,

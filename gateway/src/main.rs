@@ -22,8 +22,9 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let _telemetry = telemetry::init("canvas-gateway", &config.telemetry);
     let auth = Auth::from_args(&config.auth)?;
-    let hot =
-        RedisHotState::open(config.redis.target())?.with_journal_len(config.journal.journal_len);
+    let hot = RedisHotState::open(config.redis.target())?
+        .with_journal_len(config.journal.journal_len)
+        .with_object_cache_bytes(config.object_cache_bytes);
     let durable = DynamoStore::connect(&config.dynamo).await;
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");

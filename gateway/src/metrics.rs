@@ -3,6 +3,7 @@
 //! Counters are cheap atomics; label sets are small fixed enums, so cardinality stays bounded whatever clients
 //! send (project ids are never labels).
 
+use canvas_shared::hot::UpdateMerges;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,6 +32,12 @@ pub struct CatchUpLabels {
     pub via: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct MergeLabels {
+    /// gateway (Redis only checked the object's text and wrote) | redis (the edit script merged)
+    pub at: &'static str,
+}
+
 pub struct GatewayMetrics {
     registry: Registry,
     pub connections: Gauge,
@@ -44,6 +51,7 @@ pub struct GatewayMetrics {
     pub rejected_frames: Family<CodeLabels, Counter>,
     pub cold_loads: Counter,
     pub catch_ups: Family<CatchUpLabels, Counter>,
+    update_merges: Family<MergeLabels, Counter>,
 }
 
 impl Default for GatewayMetrics {
@@ -106,12 +114,21 @@ impl Default for GatewayMetrics {
             "Clients brought up to date after missing edits, by cause and by journal replay or snapshot",
             catch_ups.clone(),
         );
+        let update_merges = Family::<MergeLabels, Counter>::default();
+        registry.register(
+            "update_merges",
+            "Updates by where they were merged: in the gateway, or by the edit script in Redis",
+            update_merges.clone(),
+        );
         // Series start at zero rather than appearing with their first event, so that a dashboard's rate() of
         // an error that never happened reads 0, not "no data".
         for code in canvas_shared::ErrorCode::ALL {
             drop(rejected_frames.get_or_create(&CodeLabels {
                 code: code.as_str(),
             }));
+        }
+        for at in ["gateway", "redis"] {
+            drop(update_merges.get_or_create(&MergeLabels { at }));
         }
         for kind in canvas_shared::object::Edit::KINDS {
             drop(edits.get_or_create(&EditLabels { kind, result: "ok" }));
@@ -128,6 +145,7 @@ impl Default for GatewayMetrics {
             rejected_frames,
             cold_loads,
             catch_ups,
+            update_merges,
         }
     }
 }
@@ -140,6 +158,14 @@ impl GatewayMetrics {
             out.clear();
         }
         out
+    }
+
+    /// Brings the merge counters up to the store's totals (the store counts; this only exports).
+    pub fn record_update_merges(&self, totals: UpdateMerges) {
+        for (at, total) in [("gateway", totals.here), ("redis", totals.by_script)] {
+            let counter = self.update_merges.get_or_create(&MergeLabels { at });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     pub fn record_edit(&self, kind: &'static str, result: &'static str) {

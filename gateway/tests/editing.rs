@@ -321,6 +321,9 @@ async fn prometheus_figures_count_what_happened() {
         "canvas_gateway_edits_total{kind=\"delete\",result=\"ok\"} 0",
         "canvas_gateway_fanout_messages_total 2",
         "canvas_gateway_ack_latency_seconds_count 4",
+        // The gateway had the object's text from the create's answer: it merged the update, Redis only wrote it.
+        "canvas_gateway_update_merges_total{at=\"gateway\"} 1",
+        "canvas_gateway_update_merges_total{at=\"redis\"} 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),

@@ -85,6 +85,12 @@ impl RedisCluster {
 
     /// As [`RedisCluster::start`], with another `cluster-node-timeout` (failover takes about twice as long).
     pub fn start_with_node_timeout(node_timeout: Duration) -> Self {
+        // One start at a time in a process: between choosing a port and its node listening, another cluster could
+        // choose it too, and `cluster create` would then join that cluster's node, merging the two.
+        static STARTING: Mutex<()> = Mutex::new(());
+        let _starting = STARTING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let ports = free_ports(2 * NODE_COUNT);
         let cluster = Self {
             inner: Arc::new(Inner {

@@ -38,6 +38,15 @@ pub struct Applied {
     pub object: Option<String>,
 }
 
+/// How many of this process's updates it merged itself and how many the shared state's script merged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpdateMerges {
+    /// The object's stored text was known here and still current: the shared state only checked and wrote.
+    pub here: u64,
+    /// The shared state parsed and merged (the text was unknown here, or had changed).
+    pub by_script: u64,
+}
+
 /// What the idempotency memory holds for one (project, user, key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyClaim {
@@ -174,6 +183,11 @@ pub trait EditStore: Reachable {
         response: Option<&str>,
         ttl_ms: u64,
     ) -> Result<(), HotError>;
+
+    /// Where this process's updates were merged so far; a store that merges in one place only reports none.
+    fn update_merges(&self) -> UpdateMerges {
+        UpdateMerges::default()
+    }
 
     /// Starts this process's bus connection; events arrive on `events` until it is dropped.
     fn open_bus(&self, events: mpsc::Sender<BusEvent>) -> Arc<dyn Bus>;

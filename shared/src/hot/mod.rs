@@ -25,6 +25,7 @@ use crate::error::{ErrorCode, Rejection};
 
 pub use edit_store::{
     Applied, Bus, BusEvent, BusMessage, EditContext, EditStore, IdempotencyClaim, Snapshot,
+    UpdateMerges,
 };
 pub use save_queue::{
     ChangeSet, Claim, ClaimCursor, ClaimPage, DirtySummary, Eviction, PageBounds, Residency,

@@ -28,13 +28,14 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use self::connection::RedisConn;
-use self::object_cache::{ObjectCache, Seen, DEFAULT_OBJECT_CACHE_BYTES};
+pub use self::object_cache::DEFAULT_OBJECT_CACHE_BYTES;
+use self::object_cache::{ObjectCache, Seen};
 use super::keys::{BucketKeys, ProjectKeys};
 use super::save_queue::SAVED_ORIGIN;
 use super::{
     Applied, Bus, BusEvent, ChangeSet, Claim, DirtySummary, EditContext, EditRefusal, EditStore,
     Eviction, HotError, IdempotencyClaim, JournalEntry, JournalPage, LeaseClock, Reachable,
-    Residency, SaveQueue, Snapshot, DEFAULT_JOURNAL_LEN,
+    Residency, SaveQueue, Snapshot, UpdateMerges, DEFAULT_JOURNAL_LEN,
 };
 use crate::cause::Cause;
 use crate::error::{ErrorCode, Rejection};
@@ -136,15 +137,6 @@ struct MergeCounts {
     by_script: AtomicU64,
 }
 
-/// How many of this process's updates were merged by the process itself and how many by the edit script.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UpdateMerges {
-    /// The object's text was known and still stored: Redis only checked and wrote.
-    pub here: u64,
-    /// Redis parsed and merged (the text was unknown here or had changed).
-    pub by_script: u64,
-}
-
 impl RedisHotState {
     /// A single Redis at `url`; see [`RedisHotState::open`].
     pub fn connect(url: &str) -> Result<Self, HotError> {
@@ -234,14 +226,6 @@ impl RedisHotState {
         self
     }
 
-    /// Where this process's updates were merged so far.
-    pub fn update_merges(&self) -> UpdateMerges {
-        UpdateMerges {
-            here: self.merges.here.load(Ordering::Relaxed),
-            by_script: self.merges.by_script.load(Ordering::Relaxed),
-        }
-    }
-
     /// The scripts' "now" argument: empty means "read Redis' `TIME`".
     fn lease_now_arg(&self) -> String {
         self.lease_clock
@@ -293,11 +277,20 @@ impl EditStore for RedisHotState {
             }
             _ => None,
         };
-        let (against, result, result_version) = match (&known, &merged) {
-            (Some(seen), Some((text, version))) => (&*seen.text, text.as_str(), *version),
-            (Some(seen), None) if matches!(edit, Edit::Delete { .. }) => {
-                (&*seen.text, "", seen.version)
-            }
+        // A conditional delete needs the version only: read from the very text the script compares.
+        let delete_version = match (edit, &known) {
+            (
+                Edit::Delete {
+                    if_version: Some(_),
+                    ..
+                },
+                Some(seen),
+            ) => raw_merge::version_of(&seen.text),
+            _ => None,
+        };
+        let (against, result, result_version) = match (&known, &merged, delete_version) {
+            (Some(seen), Some((text, version)), _) => (&*seen.text, text.as_str(), *version),
+            (Some(seen), None, Some(version)) => (&*seen.text, "", version),
             _ => ("", "", 0),
         };
         let span = tracing::info_span!("redis.edit_script", project = %project, object = %id, op);
@@ -675,6 +668,13 @@ impl EditStore for RedisHotState {
             .query_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
+    }
+
+    fn update_merges(&self) -> UpdateMerges {
+        UpdateMerges {
+            here: self.merges.here.load(Ordering::Relaxed),
+            by_script: self.merges.by_script.load(Ordering::Relaxed),
+        }
     }
 
     fn open_bus(&self, events: mpsc::Sender<BusEvent>) -> Arc<dyn Bus> {

@@ -16,7 +16,7 @@ use crate::hot::BusMessage;
 use crate::ids::{ObjectId, ProjectId};
 
 /// How many bytes of object text a process keeps by default.
-pub(crate) const DEFAULT_OBJECT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+pub const DEFAULT_OBJECT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// An object's stored text with the project `seq` of the edit that wrote it.
 #[derive(Debug, Clone)]
