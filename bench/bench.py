@@ -69,6 +69,8 @@ SAVE_INTERVAL_MS = 5000
 GATEWAY_BIN = Path(os.environ.get("BENCH_GATEWAY_BIN", REL / "gateway"))
 # Scenario W: a second gateway binary (today's main, say) measured under B's and C's load in the same run.
 BASELINE_GATEWAY_BIN = os.environ.get("BENCH_BASELINE_GATEWAY_BIN")
+if BASELINE_GATEWAY_BIN:
+    HARD_LIMIT_S += 8 * 60  # W runs B and C a second time
 GATEWAY_ENV_EXTRA = json.loads(os.environ.get("BENCH_GATEWAY_ENV", "{}"))
 
 
@@ -607,6 +609,12 @@ class Bench:
         cmd_tail = ["EVALSHA", sha, len(keys), *argv("u", patch, stored, stored, 3)]
         # The same update merged by the script (a gateway that does not know the object's text).
         script_tail = ["EVALSHA", sha, len(keys), *argv("u", patch)]
+        # For scale: the same call with a trivial script (what a script call costs before the edit's work), and a
+        # bare write-and-publish script (HSET + SADD + ZADD + PUBLISH on the edit's keys: the floor an edit's Redis
+        # work can come down to).
+        trivial = self.redis_cli("SCRIPT", "LOAD", "return 1")
+        bare = self.redis_cli("SCRIPT", "LOAD", BARE_EDIT_SCRIPT)
+        bare_tail = ["EVALSHA", bare, 3, keys[0], keys[3], keys[4], "lg-0", obj_json, now, project, channel]
         runs = (("c50", ["-c", "50"], 100_000, cmd_tail),
                 ("c50_P16", ["-c", "50", "-P", "16"], 160_000, cmd_tail),
                 ("script_merge_c50", ["-c", "50"], 100_000, script_tail),

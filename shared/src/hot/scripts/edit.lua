@@ -86,7 +86,8 @@ redis.call('ZADD', KEYS[5], 'NX', ARGV[5], ARGV[11])
 redis.call('ZADD', KEYS[7], ARGV[5], ARGV[11])
 
 -- The broadcast frame, in the layout of `Broadcast` in protocol.rs byte for byte (a conformance test checks).
-local tail = ',"seq":' .. seq .. ',"by":' .. ARGV[6] .. '}'
+local seq_text = string.format('%d', seq)
+local tail = ',"seq":' .. seq_text .. ',"by":' .. ARGV[6] .. '}'
 local frame
 if op == 'c' then
   frame = '{"type":"created","object":' .. body .. tail
@@ -98,14 +99,14 @@ end
 if ARGV[14] ~= '0' then
   -- One more than the journal length: a resume from N needs N's own entry besides the ones after it. `~` trims
   -- whole stream nodes only: cheaper, and it never leaves fewer entries than asked.
-  local entry = { 'XADD', KEYS[6], 'MAXLEN', '~', tonumber(ARGV[14]) + 1, seq .. '-0', 'o', ARGV[7], 'f', frame }
-  local added = redis.pcall(unpack(entry))
+  local keep, entry_id = tonumber(ARGV[14]) + 1, seq_text .. '-0'
+  local added = redis.pcall('XADD', KEYS[6], 'MAXLEN', '~', keep, entry_id, 'o', ARGV[7], 'f', frame)
   if type(added) == 'table' and added.err then
     -- A journal left from an earlier life of the project, with higher seqs than this one: start it afresh.
     redis.call('DEL', KEYS[6])
-    redis.call(unpack(entry))
+    redis.call('XADD', KEYS[6], 'MAXLEN', '~', keep, entry_id, 'o', ARGV[7], 'f', frame)
   end
 end
-redis.call(ARGV[10], KEYS[8], ARGV[7] .. '\n' .. seq .. '\n' .. ARGV[12] .. '\n' .. frame)
+redis.call(ARGV[10], KEYS[8], ARGV[7] .. '\n' .. seq_text .. '\n' .. ARGV[12] .. '\n' .. frame)
 if by_caller then return { 'ok', version, seq, '', 'caller' } end
 return { 'ok', version, seq, body or '', 'script' }
