@@ -62,7 +62,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = resource.getpagesize() // 1024
 
 # Per-client rates of the ramp (C); 20 x 5 = 100 clients, so total = 100 x rate.
-RAMP_RATES = [5, 10, 20, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200]
+RAMP_RATES = [5, 10, 20, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200, 250, 300]
 RAMP_P99_LIMIT_MS = 100.0
 SAVE_INTERVAL_MS = 5000
 # To measure another gateway binary, or extra gateway environment as JSON (the reference run uses neither).

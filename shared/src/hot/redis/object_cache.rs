@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use quick_cache::sync::Cache;
-use quick_cache::Weighter;
+use quick_cache::{Equivalent, Weighter};
 
 use super::raw_merge::{self, RawObject};
 use crate::hot::BusMessage;
@@ -27,6 +27,16 @@ pub(crate) struct Seen {
 }
 
 type Key = (ProjectId, ObjectId);
+
+/// A key to look up without cloning its ids; it hashes as the `Key` it stands for (fields in order).
+#[derive(Hash)]
+struct KeyRef<'a>(&'a ProjectId, &'a ObjectId);
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        *self.0 == key.0 && *self.1 == key.1
+    }
+}
 
 #[derive(Clone)]
 struct ByBytes;
@@ -57,7 +67,7 @@ impl ObjectCache {
         if !self.enabled {
             return None;
         }
-        self.entries.get(&(project.clone(), id.clone()))
+        self.entries.get(&KeyRef(project, id))
     }
 
     /// An edit of this process was applied. `read_by_script`: the script merged, so `seen` is what it read and
@@ -72,16 +82,20 @@ impl ObjectCache {
         if !self.enabled {
             return;
         }
-        let key = (project.clone(), id.clone());
-        if !read_by_script && self.entries.get(&key).is_some_and(|e| e.seq >= seen.seq) {
+        if !read_by_script
+            && self
+                .entries
+                .get(&KeyRef(project, id))
+                .is_some_and(|e| e.seq >= seen.seq)
+        {
             return;
         }
-        self.entries.insert(key, seen);
+        self.entries.insert((project.clone(), id.clone()), seen);
     }
 
     /// An edit of this process was applied and deleted the object.
     pub(crate) fn deleted(&self, project: &ProjectId, id: &ObjectId) {
-        self.entries.remove(&(project.clone(), id.clone()));
+        self.entries.remove(&KeyRef(project, id));
     }
 
     /// Follows a broadcast: a create gives the whole text, an update the patch to merge into the entry it follows,
@@ -113,12 +127,15 @@ impl ObjectCache {
                 else {
                     return;
                 };
-                let key = (project.clone(), id);
-                if self.entries.get(&key).is_some_and(|e| e.seq >= message.seq) {
+                if self
+                    .entries
+                    .get(&KeyRef(project, &id))
+                    .is_some_and(|e| e.seq >= message.seq)
+                {
                     return;
                 }
                 self.entries.insert(
-                    key,
+                    (project.clone(), id),
                     Seen {
                         seq: message.seq,
                         version: raw_merge::version_of(text).unwrap_or(1),
@@ -130,8 +147,7 @@ impl ObjectCache {
                 let Some(id) = object_id(fields.get("\"id\"")) else {
                     return;
                 };
-                let key = (project.clone(), id);
-                let Some(entry) = self.entries.get(&key) else {
+                let Some(entry) = self.entries.get(&KeyRef(project, &id)) else {
                     return;
                 };
                 if entry.seq >= message.seq {
@@ -148,7 +164,7 @@ impl ObjectCache {
                 };
                 match merged {
                     Some((text, version)) => self.entries.insert(
-                        key,
+                        (project.clone(), id),
                         Seen {
                             seq: message.seq,
                             version,
@@ -156,13 +172,13 @@ impl ObjectCache {
                         },
                     ),
                     None => {
-                        self.entries.remove(&key);
+                        self.entries.remove(&KeyRef(project, &id));
                     }
                 }
             }
             Kind::Deleted => {
                 if let Some(id) = object_id(fields.get("\"id\"")) {
-                    let key = (project.clone(), id);
+                    let key = KeyRef(project, &id);
                     if self.entries.get(&key).is_some_and(|e| e.seq < message.seq) {
                         self.entries.remove(&key);
                     }

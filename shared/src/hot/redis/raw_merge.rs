@@ -7,16 +7,18 @@
 //! merge the script did from the broadcast alone. Input is always serde_json's compact output; anything else
 //! gives `None` and the script merges.
 
+use std::borrow::Cow;
+
 /// An object split at its top level: raw key texts (quotes included) in order, each with its raw value text, or
 /// `None` once a patch removed it.
 pub(crate) struct RawObject<'a> {
-    entries: Vec<(&'a str, Option<String>)>,
+    entries: Vec<(&'a str, Option<Cow<'a, str>>)>,
 }
 
 impl<'a> RawObject<'a> {
     pub(crate) fn parse(s: &'a str) -> Option<Self> {
         let bytes = s.as_bytes();
-        let mut entries: Vec<(&'a str, Option<String>)> = Vec::new();
+        let mut entries: Vec<(&'a str, Option<Cow<'a, str>>)> = Vec::new();
         if bytes.first() != Some(&b'{') {
             return None;
         }
@@ -34,7 +36,7 @@ impl<'a> RawObject<'a> {
                 return None;
             }
             let value_end = skip_value(bytes, key_end + 1)?;
-            let value = s.get(key_end + 1..value_end)?.to_string();
+            let value = Cow::Borrowed(s.get(key_end + 1..value_end)?);
             // As in Lua: a repeated key keeps its first place and its last value.
             match entries.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, v)) => *v = Some(value),
@@ -59,9 +61,10 @@ impl<'a> RawObject<'a> {
     /// Sets `key` in its place, or at the end when the object never had it (as in Lua, a key a patch removed keeps
     /// its place).
     fn set(&mut self, key: &'a str, value: String) {
+        let value = Some(Cow::Owned(value));
         match self.entries.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => *v = Some(value),
-            None => self.entries.push((key, Some(value))),
+            Some((_, v)) => *v = value,
+            None => self.entries.push((key, value)),
         }
     }
 
@@ -90,7 +93,7 @@ impl<'a> RawObject<'a> {
             2 + self
                 .entries
                 .iter()
-                .map(|(k, v)| k.len() + 2 + v.as_ref().map_or(0, String::len))
+                .map(|(k, v)| k.len() + 2 + v.as_ref().map_or(0, |v| v.len()))
                 .sum::<usize>(),
         );
         out.push('{');
