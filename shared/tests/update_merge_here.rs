@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use canvas_shared::hot::redis::RedisHotState;
+use canvas_shared::hot::redis::{RedisHotState, RedisTarget};
 use canvas_shared::hot::{BusEvent, EditContext, EditStore};
 use canvas_shared::object::{Edit, NewObject, Patch};
 use canvas_shared::{Limits, ObjectId, ProjectId};
@@ -107,11 +107,22 @@ async fn an_object_replaced_behind_a_process_back_is_merged_by_the_script() {
 #[tokio::test]
 async fn a_process_follows_the_merges_of_others_from_their_broadcasts() {
     let redis = RedisServer::start();
+    let open = || RedisHotState::connect(&redis.url()).expect("url");
+    follows_broadcasts(open(), open()).await;
+}
+
+/// The same through sharded pub/sub.
+#[tokio::test]
+async fn a_process_follows_the_merges_of_others_on_a_cluster() {
+    let cluster = canvas_testkit::lease_cluster();
+    let open = || {
+        RedisHotState::open(RedisTarget::cluster_from_list(&cluster.nodes_env())).expect("cluster")
+    };
+    follows_broadcasts(open(), open()).await;
+}
+
+async fn follows_broadcasts(a: RedisHotState, b: RedisHotState) {
     let (project, _) = ids();
-    let (a, b) = (
-        RedisHotState::connect(&redis.url()).expect("url"),
-        RedisHotState::connect(&redis.url()).expect("url"),
-    );
     a.load(&project, &[], 0, 0).await.expect("load");
     let (events, mut received) = mpsc::channel(64);
     let bus = a.open_bus(events);

@@ -3,7 +3,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::net::{free_port, wait_for_port};
+use crate::net::{free_port, starting_a_server, wait_for_port};
 use crate::TempDir;
 
 pub struct RedisServer {
@@ -21,6 +21,7 @@ impl RedisServer {
 
     /// Starts `redis-server` with extra arguments (e.g. `--appendonly yes`).
     pub fn start_with(extra: &[&str]) -> Self {
+        let _starting = starting_a_server();
         let mut server = Self {
             port: free_port(),
             child: None,

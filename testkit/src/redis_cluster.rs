@@ -38,7 +38,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::net::wait_for_port;
+use crate::net::{starting_a_server, wait_for_port};
 use crate::redis::{redis_cli_bin, redis_server_bin};
 use crate::TempDir;
 use spawner::Spawner;
@@ -85,12 +85,7 @@ impl RedisCluster {
 
     /// As [`RedisCluster::start`], with another `cluster-node-timeout` (failover takes about twice as long).
     pub fn start_with_node_timeout(node_timeout: Duration) -> Self {
-        // One start at a time in a process: between choosing a port and its node listening, another cluster could
-        // choose it too, and `cluster create` would then join that cluster's node, merging the two.
-        static STARTING: Mutex<()> = Mutex::new(());
-        let _starting = STARTING
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let starting = starting_a_server();
         let ports = free_ports(2 * NODE_COUNT);
         let cluster = Self {
             inner: Arc::new(Inner {
@@ -107,6 +102,7 @@ impl RedisCluster {
         for index in 0..NODE_COUNT {
             cluster.spawn_node(index);
         }
+        drop(starting);
         let mut create = Command::new(redis_cli_bin());
         create
             .arg("--cluster")

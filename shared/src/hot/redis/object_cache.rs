@@ -198,3 +198,120 @@ fn object_id(raw: Option<&str>) -> Option<ObjectId> {
     let id: String = serde_json::from_str(raw?).ok()?;
     ObjectId::parse(id).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (ProjectId, ObjectId) {
+        (
+            ProjectId::parse("p").expect("project"),
+            ObjectId::parse("o1").expect("id"),
+        )
+    }
+
+    fn message(seq: u64, frame: &str) -> BusMessage {
+        BusMessage {
+            project: ids().0,
+            origin: "c".into(),
+            seq,
+            frame: Arc::from(frame),
+            trace: None,
+        }
+    }
+
+    fn seen(seq: u64, version: u64, text: &str) -> Seen {
+        Seen {
+            seq,
+            version,
+            text: Arc::from(text),
+        }
+    }
+
+    fn text(cache: &ObjectCache) -> Option<String> {
+        let (p, o) = ids();
+        cache.get(&p, &o).map(|s| s.text.to_string())
+    }
+
+    #[test]
+    fn broadcasts_create_advance_and_delete_the_copy() {
+        let cache = ObjectCache::new(1 << 20);
+        cache.observe(&message(
+            1,
+            r#"{"type":"created","object":{"id":"o1","type":"rect","version":1},"seq":1,"by":"u"}"#,
+        ));
+        assert_eq!(
+            text(&cache).as_deref(),
+            Some(r#"{"id":"o1","type":"rect","version":1}"#)
+        );
+        cache.observe(&message(
+            2,
+            r#"{"type":"updated","id":"o1","patch":{"x":1},"version":2,"seq":2,"by":"u"}"#,
+        ));
+        assert_eq!(
+            text(&cache).as_deref(),
+            Some(r#"{"id":"o1","type":"rect","version":2,"x":1}"#)
+        );
+        // Presence and other frames change nothing.
+        cache.observe(&message(0, r#"{"type":"presence","user":"u"}"#));
+        cache.observe(&message(
+            3,
+            r#"{"type":"deleted","id":"o1","seq":3,"by":"u"}"#,
+        ));
+        assert_eq!(text(&cache), None);
+    }
+
+    #[test]
+    fn an_update_that_does_not_follow_the_copy_drops_it_and_an_older_one_is_ignored() {
+        let (p, o) = ids();
+        let cache = ObjectCache::new(1 << 20);
+        cache.applied(&p, &o, seen(5, 2, r#"{"id":"o1","version":2}"#), true);
+        // The broadcast of the edit already answered: nothing changes.
+        cache.observe(&message(
+            5,
+            r#"{"type":"updated","id":"o1","patch":{"x":1},"version":2,"seq":5,"by":"u"}"#,
+        ));
+        assert_eq!(text(&cache).as_deref(), Some(r#"{"id":"o1","version":2}"#));
+        // Version 4 after 2: one was missed, the copy cannot be trusted.
+        cache.observe(&message(
+            7,
+            r#"{"type":"updated","id":"o1","patch":{"x":1},"version":4,"seq":7,"by":"u"}"#,
+        ));
+        assert_eq!(text(&cache), None);
+    }
+
+    #[test]
+    fn an_answer_of_the_script_wins_over_any_seq_and_one_merged_here_only_over_older() {
+        let (p, o) = ids();
+        let cache = ObjectCache::new(1 << 20);
+        cache.applied(&p, &o, seen(9, 3, r#"{"v":"newer"}"#), false);
+        cache.applied(&p, &o, seen(8, 2, r#"{"v":"older"}"#), false);
+        assert_eq!(text(&cache).as_deref(), Some(r#"{"v":"newer"}"#));
+        // The script read the stored text: it is the truth, even with a seq handed out again.
+        cache.applied(&p, &o, seen(8, 2, r#"{"v":"stored"}"#), true);
+        assert_eq!(text(&cache).as_deref(), Some(r#"{"v":"stored"}"#));
+    }
+
+    #[test]
+    fn the_copies_stay_within_their_bytes_and_a_zero_size_keeps_none() {
+        let p = ProjectId::parse("p").expect("project");
+        let cache = ObjectCache::new(64 * 1024);
+        let body = "x".repeat(900);
+        for i in 0..1_000 {
+            let id = ObjectId::parse(format!("o{i}")).expect("id");
+            cache.applied(&p, &id, seen(i + 1, 1, &body), true);
+        }
+        let kept = (0..1_000)
+            .filter(|i| {
+                let id = ObjectId::parse(format!("o{i}")).expect("id");
+                cache.get(&p, &id).is_some()
+            })
+            .count();
+        assert!(kept > 0 && kept * 1_000 <= 64 * 1024, "kept {kept}");
+
+        let (p, o) = ids();
+        let none = ObjectCache::new(0);
+        none.applied(&p, &o, seen(1, 1, "{}"), true);
+        assert!(none.get(&p, &o).is_none());
+    }
+}
