@@ -265,34 +265,11 @@ impl EditStore for RedisHotState {
             }
             Edit::Delete { .. } => ("d", String::new()),
         };
-        // The text this process last saw, and the merge the script would make of it: when the stored text is
-        // still this one, the script only writes the result.
-        let known = match edit {
-            Edit::Create(_) => None,
-            Edit::Update { .. } | Edit::Delete { .. } => self.objects.get(project, id),
-        };
-        let merged = match (edit, &known) {
-            (Edit::Update { if_version, .. }, Some(seen)) => {
-                raw_merge::merged_update(&seen.text, &body, *if_version)
-            }
-            _ => None,
-        };
-        // A conditional delete needs the version only: read from the very text the script compares.
-        let delete_version = match (edit, &known) {
-            (
-                Edit::Delete {
-                    if_version: Some(_),
-                    ..
-                },
-                Some(seen),
-            ) => raw_merge::version_of(&seen.text),
-            _ => None,
-        };
-        let (against, result, result_version) = match (&known, &merged, delete_version) {
-            (Some(seen), Some((text, version)), _) => (&*seen.text, text.as_str(), *version),
-            (Some(seen), None, Some(version)) => (&*seen.text, "", version),
-            _ => ("", "", 0),
-        };
+        // When the stored text is still the one this process last saw, the script only writes this merge of it.
+        let here = self.objects.merge_here(project, edit, &body);
+        let (against, result, result_version) = here.as_ref().map_or(("", "", 0), |h| {
+            (&*h.against, h.result.as_deref().unwrap_or(""), h.version)
+        });
         let span = tracing::info_span!("redis.edit_script", project = %project, object = %id, op);
         let trace = span
             .in_scope(crate::telemetry::current_traceparent)
@@ -338,7 +315,7 @@ impl EditStore for RedisHotState {
         let (version, seq) = (number(1), number(2));
         let status = reply.first().map(String::as_str).unwrap_or_default();
         if status != "ok" {
-            if known.is_some() {
+            if here.is_some() {
                 // Refused, or not loaded: what this process holds may be why; the next edit learns afresh.
                 self.objects.deleted(project, id);
             }
@@ -349,7 +326,7 @@ impl EditStore for RedisHotState {
         }
         let by_caller = reply.get(4).is_some_and(|m| m == "caller");
         let object = if by_caller {
-            merged.map(|(text, _)| text)
+            here.and_then(|h| h.result)
         } else {
             reply.get(3).filter(|body| !body.is_empty()).cloned()
         };

@@ -14,6 +14,7 @@ use quick_cache::{Equivalent, Weighter};
 use super::raw_merge::{self, RawObject};
 use crate::hot::BusMessage;
 use crate::ids::{ObjectId, ProjectId};
+use crate::object::Edit;
 
 /// How many bytes of object text a process keeps by default.
 pub const DEFAULT_OBJECT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
@@ -48,6 +49,14 @@ impl Weighter<Key, Seen> for ByBytes {
     }
 }
 
+/// What an edit sends so that the script need not parse the object: the text it was merged against, and for an
+/// update the merge and its version (for a conditional delete, the version of that text).
+pub(crate) struct MergedHere {
+    pub(crate) against: Arc<str>,
+    pub(crate) result: Option<String>,
+    pub(crate) version: u64,
+}
+
 pub(crate) struct ObjectCache {
     entries: Cache<Key, Seen, ByBytes>,
     /// False when sized 0: nothing is kept and every update is merged by the script.
@@ -68,6 +77,37 @@ impl ObjectCache {
             return None;
         }
         self.entries.get(&KeyRef(project, id))
+    }
+
+    /// The merge of `edit` (its body as the script gets it) against the text last seen, when there is one and the
+    /// edit needs it; `None` leaves every decision to the script, refusals included.
+    pub(crate) fn merge_here(
+        &self,
+        project: &ProjectId,
+        edit: &Edit,
+        body: &str,
+    ) -> Option<MergedHere> {
+        let (result, version, against) = match edit {
+            Edit::Create(_)
+            | Edit::Delete {
+                if_version: None, ..
+            } => return None,
+            Edit::Update { id, if_version, .. } => {
+                let seen = self.get(project, id)?;
+                let (result, version) = raw_merge::merged_update(&seen.text, body, *if_version)?;
+                (Some(result), version, seen.text)
+            }
+            Edit::Delete { id, .. } => {
+                let seen = self.get(project, id)?;
+                // Read from the very text the script compares.
+                (None, raw_merge::version_of(&seen.text)?, seen.text)
+            }
+        };
+        Some(MergedHere {
+            against,
+            result,
+            version,
+        })
     }
 
     /// An edit of this process was applied. `read_by_script`: the script merged, so `seen` is what it read and
