@@ -745,6 +745,20 @@ class Bench:
             self.redis_cli("SCRIPT", "EXISTS", self.summary["scenarios"].get("G", {}).get("sha", "0" * 40))
             == "1")
 
+    def steady_load(self, label, prefix):
+        """B's load: 50 projects x 4 clients x 5 edits/s over both gateways, 30 s."""
+        return self.run_loadgen(
+            label,
+            ["--url", self.url(1), "--url", self.url(2), "--projects", 50, "--clients", 4, "--rate", 5,
+             "--objects", 4, "--duration", 30, "--warmup", 1, "--project-prefix", prefix],
+            timeout=90,
+        )
+
+    def measured(self, report, cpu):
+        """A load run's figures, with the CPU of each process and Redis' CPU per achieved edit."""
+        brief = self.brief(report)
+        return {**brief, "cpu": cpu, "redisCpuUsPerEdit": redis_us_per_edit(cpu, brief)}
+
     def scenario_b(self):
         log("B: 50 projects x 4 clients x 5 edits/s (1,000 edits/s), 30 s, 4 objects per project (+F)")
         if not self.wait_saved():
@@ -773,12 +787,7 @@ class Bench:
         t = threading.Thread(target=poll, daemon=True)
         t.start()
         try:
-            report, cpu = self.run_loadgen(
-                "B-steady",
-                ["--url", self.url(1), "--url", self.url(2), "--projects", 50, "--clients", 4, "--rate", 5,
-                 "--objects", 4, "--duration", 30, "--warmup", 1, "--project-prefix", "steady"],
-                timeout=90,
-            )
+            report, cpu = self.steady_load("B-steady", "steady")
             # Let the saver write the tail of B (one more interval, then until nothing is dirty).
             time.sleep(SAVE_INTERVAL_MS / 1000 + 1)
             self.wait_saved(15)
@@ -796,7 +805,7 @@ class Bench:
         if prom0 and prom1:
             (self.out / "F-saver-prometheus-before.txt").write_text(prom0)
             (self.out / "F-saver-prometheus-after.txt").write_text(prom1)
-        res = {**self.brief(report), "cpu": cpu, "redisCpuUsPerEdit": redis_us_per_edit(cpu, self.brief(report))}
+        res = self.measured(report, cpu)
         self.summary["scenarios"]["B"] = res
         self.summary["scenarios"]["F"] = amplification(report, m0, m1, polls, objects=50 * 4)
         if prom0 and prom1:
@@ -823,23 +832,20 @@ class Bench:
 
     # -- W: B and C against the baseline gateway binary, in this run --------------------------------------------
 
+    def restart_gateway(self, i, binary=None):
+        self.procs.stop(next(p for n, p in self.procs.items if n == f"gateway{i}"))
+        self.start_gateway(i, binary)
+
     def restart_gateways(self, binary):
         for i in (1, 2):
-            self.procs.stop(next(p for n, p in self.procs.items if n == f"gateway{i}"))
-            self.start_gateway(i, binary)
+            self.restart_gateway(i, binary)
 
     def scenario_w(self):
         log(f"W: B's load and C's ramp again, against the baseline gateway {BASELINE_GATEWAY_BIN}")
         self.wait_saved()
         self.restart_gateways(BASELINE_GATEWAY_BIN)
         try:
-            report, cpu = self.run_loadgen(
-                "W-B-steady",
-                ["--url", self.url(1), "--url", self.url(2), "--projects", 50, "--clients", 4, "--rate", 5,
-                 "--objects", 4, "--duration", 30, "--warmup", 1, "--project-prefix", "steady-base"],
-                timeout=90,
-            )
-            b = {**self.brief(report), "cpu": cpu, "redisCpuUsPerEdit": redis_us_per_edit(cpu, self.brief(report))}
+            b = self.measured(*self.steady_load("W-B-steady", "steady-base"))
             self.wait_saved()
             c = self.ramp("W-C", "ramp-base")
         finally:
@@ -868,7 +874,7 @@ class Bench:
                  "--objects", 10, "--duration", 10, "--warmup", 1, "--project-prefix", prefix],
                 timeout=60,
             )
-            b = self.brief(report)
+            b = self.measured(report, cpu)
             reasons = []
             if b["fanoutMs"]["p99"] is None or b["fanoutMs"]["p99"] > RAMP_P99_LIMIT_MS:
                 reasons.append(f"fan-out p99 {b['fanoutMs']['p99']} ms > {RAMP_P99_LIMIT_MS:g} ms")
@@ -880,8 +886,7 @@ class Bench:
                 reasons.append(f"{b['receipts']['missing']} receipts missing")
             if b["achievedEditsPerSec"] < 0.95 * b["targetEditsPerSec"]:
                 reasons.append(f"achieved {b['achievedEditsPerSec']} < 95 % of {b['targetEditsPerSec']}")
-            row = {"ratePerClient": rate, **b, "cpu": cpu, "redisCpuUsPerEdit": redis_us_per_edit(cpu, b),
-                   "passed": not reasons, "failedBecause": reasons}
+            row = {"ratePerClient": rate, **b, "passed": not reasons, "failedBecause": reasons}
             steps.append(row)
             log(f"  {label} {rate:>5g}/client: target {b['targetEditsPerSec']:>7.0f} achieved "
                 f"{b['achievedEditsPerSec']:>7.1f} fan-out p50/p99 {b['fanoutMs']['p50']}/{b['fanoutMs']['p99']} "
@@ -1148,8 +1153,7 @@ class Bench:
         pad = "x" * 64_900
         # A fresh gateway for it: the one that held 10,000 sockets keeps that memory in its allocator, which would
         # be counted in the big project's peak (or reused by it, hiding what the project costs).
-        self.procs.stop(next(p for n, p in self.procs.items if n == "gateway1"))
-        self.start_gateway(1)
+        self.restart_gateway(1)
         gateway, saver = self.roles["gateway1"], self.roles["saver"]
 
         baselines = {}
