@@ -9,30 +9,23 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use redis::Client;
-use tokio::sync::mpsc;
 
 use super::connection::RESPONSE_TIMEOUT;
-use super::object_cache::ObjectCache;
+use super::outlet::Outlet;
 use super::subscriptions::{FailedUnsubscribe, Subscriptions};
 use crate::hot::keys::ProjectKeys;
-use crate::hot::{Bus, BusEvent, BusMessage, HotError};
+use crate::hot::{Bus, BusMessage, HotError};
 use crate::ids::ProjectId;
 
-/// Starts the bus on `client`; it connects, and keeps reconnecting, in the background. Every edit it passes on is
-/// shown to `objects` first.
-pub(super) fn open(
-    client: Client,
-    objects: Arc<ObjectCache>,
-    events: mpsc::Sender<BusEvent>,
-) -> Arc<dyn Bus> {
+/// Starts the bus on `client`; it connects, and keeps reconnecting, in the background, telling `outlet`.
+pub(super) fn open(client: Client, outlet: Outlet) -> Arc<dyn Bus> {
     let bus = Arc::new(RedisBus {
         client,
-        objects,
         // One connection carries every subscription: one that does not answer an unsubscribe may be half-open, and
         // nothing would notice until a subscribe while its subscribers miss broadcasts.
         subscriptions: Subscriptions::new("pub/sub", FailedUnsubscribe::GivesUp),
     });
-    tokio::spawn(run_bus(Arc::clone(&bus), events));
+    tokio::spawn(run_bus(Arc::clone(&bus), outlet));
     bus
 }
 
@@ -57,7 +50,6 @@ impl Bus for Broken {
 /// One pub/sub connection per process, with the set of channels it should be subscribed to.
 struct RedisBus {
     client: Client,
-    objects: Arc<ObjectCache>,
     subscriptions: Subscriptions<PubSubSink>,
 }
 
@@ -94,12 +86,11 @@ pub(super) fn parse_payload(channel: &str, payload: &[u8]) -> Option<BusMessage>
 }
 
 /// Keeps the pub/sub connection alive: connects, (re)subscribes every wanted channel, forwards messages, and
-/// reports losses so the owner can resend snapshots. Ends when the receiver of `events` is dropped.
-async fn run_bus(bus: Arc<RedisBus>, events: mpsc::Sender<BusEvent>) {
+/// reports losses so the owner can resend snapshots. Ends when the owner is gone.
+async fn run_bus(bus: Arc<RedisBus>, mut outlet: Outlet) {
     let mut delay = Duration::from_millis(50);
-    let mut connected_before = false;
     loop {
-        if events.is_closed() {
+        if outlet.is_closed() {
             return;
         }
         let pubsub =
@@ -117,24 +108,18 @@ async fn run_bus(bus: Arc<RedisBus>, events: mpsc::Sender<BusEvent>) {
             continue;
         }
         delay = Duration::from_millis(50);
-        // Also after the first connect: a client that joined before it missed what was published until now.
-        let event = if connected_before {
-            tracing::info!("pub/sub reconnected; subscriptions restored");
-            BusEvent::Resubscribed
-        } else {
-            BusEvent::Connected
-        };
-        if events.send(event).await.is_err() {
+        if !outlet
+            .subscribed("pub/sub reconnected; subscriptions restored")
+            .await
+        {
             return;
         }
-        connected_before = true;
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(msg) => {
                         if let Some(message) = parse_message(&msg) {
-                            bus.objects.observe(&message);
-                            if events.send(BusEvent::Message(message)).await.is_err() {
+                            if !outlet.message(message).await {
                                 return;
                             }
                         }
@@ -142,12 +127,12 @@ async fn run_bus(bus: Arc<RedisBus>, events: mpsc::Sender<BusEvent>) {
                     None => break,
                 },
                 _ = bus.subscriptions.lost.notified() => break,
-                _ = events.closed() => return,
+                _ = outlet.closed() => return,
             }
         }
         bus.subscriptions.give_up().await;
         tracing::warn!("pub/sub connection lost; reconnecting");
-        if events.send(BusEvent::Disconnected).await.is_err() {
+        if !outlet.disconnected().await {
             return;
         }
     }

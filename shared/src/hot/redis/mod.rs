@@ -9,6 +9,7 @@ mod bus;
 mod connection;
 mod migrate;
 mod object_cache;
+mod outlet;
 mod raw_merge;
 mod sharded_bus;
 mod subscriptions;
@@ -30,6 +31,7 @@ use tracing::Instrument;
 use self::connection::RedisConn;
 pub use self::object_cache::DEFAULT_OBJECT_CACHE_BYTES;
 use self::object_cache::{ObjectCache, Seen};
+use self::outlet::Outlet;
 use super::keys::{BucketKeys, ProjectKeys};
 use super::save_queue::SAVED_ORIGIN;
 use super::{
@@ -655,15 +657,14 @@ impl EditStore for RedisHotState {
     }
 
     fn open_bus(&self, events: mpsc::Sender<BusEvent>) -> Arc<dyn Bus> {
+        let outlet = Outlet::new(events, Arc::clone(&self.objects));
         match &self.target {
             RedisTarget::Single { url } => match Client::open(url.as_str()) {
-                Ok(client) => bus::open(client, Arc::clone(&self.objects), events),
+                Ok(client) => bus::open(client, outlet),
                 // Unreachable in practice: the same URL opened the store's own connection.
                 Err(e) => bus::broken(unavailable(e)),
             },
-            RedisTarget::Cluster { nodes } => {
-                sharded_bus::open(nodes, Arc::clone(&self.objects), events)
-            }
+            RedisTarget::Cluster { nodes } => sharded_bus::open(nodes, outlet),
         }
     }
 }

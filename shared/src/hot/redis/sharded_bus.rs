@@ -16,30 +16,24 @@ use tokio::sync::mpsc;
 
 use super::bus::parse_payload;
 use super::connection::{cluster_client, RESPONSE_TIMEOUT};
-use super::object_cache::ObjectCache;
+use super::outlet::Outlet;
 use super::subscriptions::{FailedUnsubscribe, Subscriptions};
-use crate::hot::{Bus, BusEvent, HotError};
+use crate::hot::{Bus, HotError};
 use crate::ids::ProjectId;
 
-/// Starts the bus on the cluster behind `nodes`; it connects, and keeps its subscriptions, in the background.
-/// Every edit it passes on is shown to `objects` first.
-pub(super) fn open(
-    nodes: &[String],
-    objects: Arc<ObjectCache>,
-    events: mpsc::Sender<BusEvent>,
-) -> Arc<dyn Bus> {
+/// Starts the bus on the cluster behind `nodes`; it connects, and keeps its subscriptions, in the background,
+/// telling `outlet`.
+pub(super) fn open(nodes: &[String], outlet: Outlet) -> Arc<dyn Bus> {
     let bus = Arc::new(ShardedBus {
         nodes: nodes.to_vec(),
-        objects,
         subscriptions: Subscriptions::new("sharded pub/sub", FailedUnsubscribe::IsHarmless),
     });
-    tokio::spawn(run_bus(Arc::clone(&bus), events));
+    tokio::spawn(run_bus(Arc::clone(&bus), outlet));
     bus
 }
 
 struct ShardedBus {
     nodes: Vec<String>,
-    objects: Arc<ObjectCache>,
     subscriptions: Subscriptions<ClusterConnection>,
 }
 
@@ -118,17 +112,16 @@ enum Ended {
 }
 
 /// Keeps the subscriptions: connects, subscribes every wanted channel (again after any loss), forwards messages,
-/// and reports losses so that the gateway repairs. Ends when the receiver of `events` is dropped.
-async fn run_bus(bus: Arc<ShardedBus>, events: mpsc::Sender<BusEvent>) {
+/// and reports losses so that the gateway repairs. Ends when the owner is gone.
+async fn run_bus(bus: Arc<ShardedBus>, mut outlet: Outlet) {
     let mut delay = Duration::from_millis(50);
-    let mut connected_before = false;
     let backoff = |delay: &mut Duration| {
         let wait = *delay;
         *delay = (*delay * 2).min(Duration::from_secs(2));
         tokio::time::sleep(wait)
     };
     'connect: loop {
-        if events.is_closed() {
+        if outlet.is_closed() {
             return;
         }
         let (push_tx, mut pushes) = mpsc::unbounded_channel();
@@ -161,29 +154,24 @@ async fn run_bus(bus: Arc<ShardedBus>, events: mpsc::Sender<BusEvent>) {
                     continue 'connect;
                 }
                 backoff(&mut delay).await;
-                if events.is_closed() {
+                if outlet.is_closed() {
                     return;
                 }
             }
             delay = Duration::from_millis(50);
-            // Also after the first connect: a client that joined before it missed what was published until now.
-            let event = if connected_before {
-                tracing::info!("sharded pub/sub subscriptions restored");
-                BusEvent::Resubscribed
-            } else {
-                BusEvent::Connected
-            };
-            if events.send(event).await.is_err() {
+            if !outlet
+                .subscribed("sharded pub/sub subscriptions restored")
+                .await
+            {
                 return;
             }
-            connected_before = true;
-            let ended = forward(&bus, &mut pushes, &events).await;
+            let ended = forward(&bus, &mut pushes, &outlet).await;
             bus.subscriptions.give_up().await;
             match ended {
                 Ended::Stopped => return,
                 Ended::Lost | Ended::Closed => {
                     tracing::warn!("sharded pub/sub lost a subscription; subscribing again");
-                    if events.send(BusEvent::Disconnected).await.is_err() {
+                    if !outlet.disconnected().await {
                         return;
                     }
                     if matches!(ended, Ended::Closed) {
@@ -199,7 +187,7 @@ async fn run_bus(bus: Arc<ShardedBus>, events: mpsc::Sender<BusEvent>) {
 async fn forward(
     bus: &ShardedBus,
     pushes: &mut mpsc::UnboundedReceiver<PushInfo>,
-    events: &mpsc::Sender<BusEvent>,
+    outlet: &Outlet,
 ) -> Ended {
     loop {
         tokio::select! {
@@ -208,8 +196,7 @@ async fn forward(
                 let push = classify(&push, bus).await;
                 match push {
                     Push::Message(message) => {
-                        bus.objects.observe(&message);
-                        if events.send(BusEvent::Message(message)).await.is_err() {
+                        if !outlet.message(message).await {
                             return Ended::Stopped;
                         }
                     }
@@ -218,7 +205,7 @@ async fn forward(
                 }
             }
             _ = bus.subscriptions.lost.notified() => return Ended::Lost,
-            _ = events.closed() => return Ended::Stopped,
+            _ = outlet.closed() => return Ended::Stopped,
         }
     }
 }
