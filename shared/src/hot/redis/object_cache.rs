@@ -122,15 +122,17 @@ impl ObjectCache {
         if !self.enabled {
             return;
         }
-        if !read_by_script
-            && self
-                .entries
-                .get(&KeyRef(project, id))
-                .is_some_and(|e| e.seq >= seen.seq)
-        {
+        if !read_by_script && self.holds_since(project, id, seen.seq) {
             return;
         }
         self.entries.insert((project.clone(), id.clone()), seen);
+    }
+
+    /// An entry written by the edit of `seq` or a later one is here.
+    fn holds_since(&self, project: &ProjectId, id: &ObjectId, seq: u64) -> bool {
+        self.entries
+            .get(&KeyRef(project, id))
+            .is_some_and(|e| e.seq >= seq)
     }
 
     /// An edit of this process was applied and deleted the object.
@@ -167,11 +169,7 @@ impl ObjectCache {
                 else {
                     return;
                 };
-                if self
-                    .entries
-                    .get(&KeyRef(project, &id))
-                    .is_some_and(|e| e.seq >= message.seq)
-                {
+                if self.holds_since(project, &id, message.seq) {
                     return;
                 }
                 self.entries.insert(
@@ -218,9 +216,8 @@ impl ObjectCache {
             }
             Kind::Deleted => {
                 if let Some(id) = object_id(fields.get("\"id\"")) {
-                    let key = KeyRef(project, &id);
-                    if self.entries.get(&key).is_some_and(|e| e.seq < message.seq) {
-                        self.entries.remove(&key);
+                    if !self.holds_since(project, &id, message.seq) {
+                        self.entries.remove(&KeyRef(project, &id));
                     }
                 }
             }

@@ -18,13 +18,15 @@ pub(crate) struct RawObject<'a> {
 impl<'a> RawObject<'a> {
     pub(crate) fn parse(s: &'a str) -> Option<Self> {
         let bytes = s.as_bytes();
-        let mut entries: Vec<(&'a str, Option<Cow<'a, str>>)> = Vec::new();
+        let mut object = Self {
+            entries: Vec::new(),
+        };
         if bytes.first() != Some(&b'{') {
             return None;
         }
         let mut i = 1;
         if bytes.get(i) == Some(&b'}') {
-            return Some(Self { entries });
+            return Some(object);
         }
         loop {
             if bytes.get(i) != Some(&b'"') {
@@ -36,14 +38,10 @@ impl<'a> RawObject<'a> {
                 return None;
             }
             let value_end = skip_value(bytes, key_end + 1)?;
-            let value = Cow::Borrowed(s.get(key_end + 1..value_end)?);
             // As in Lua: a repeated key keeps its first place and its last value.
-            match entries.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, v)) => *v = Some(value),
-                None => entries.push((key, Some(value))),
-            }
+            object.set(key, Cow::Borrowed(s.get(key_end + 1..value_end)?));
             match bytes.get(value_end) {
-                Some(b'}') => return Some(Self { entries }),
+                Some(b'}') => return Some(object),
                 Some(b',') => i = value_end + 1,
                 _ => return None,
             }
@@ -60,8 +58,8 @@ impl<'a> RawObject<'a> {
 
     /// Sets `key` in its place, or at the end when the object never had it (as in Lua, a key a patch removed keeps
     /// its place).
-    fn set(&mut self, key: &'a str, value: String) {
-        let value = Some(Cow::Owned(value));
+    fn set(&mut self, key: &'a str, value: Cow<'a, str>) {
+        let value = Some(value);
         match self.entries.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => *v = value,
             None => self.entries.push((key, value)),
@@ -82,7 +80,7 @@ impl<'a> RawObject<'a> {
                 self.remove(key);
             } else {
                 let merged = merge_value(self.get(key), value)?;
-                self.set(key, merged);
+                self.set(key, Cow::Owned(merged));
             }
         }
         Some(())
@@ -202,7 +200,7 @@ pub(crate) fn merged_update(
     }
     let next = version + 1;
     object.merge(&patch)?;
-    object.set(VERSION_KEY, next.to_string());
+    object.set(VERSION_KEY, Cow::Owned(next.to_string()));
     Some((object.serialize(), next))
 }
 
