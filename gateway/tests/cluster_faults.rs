@@ -90,8 +90,18 @@ async fn join_with_objects(url: &str, count: usize) -> (WsClient, WsClient) {
     (alice, observer)
 }
 
+/// The test runner prints a failed test's captured output: with the services' logs in it, a failover that stalls
+/// says where (a save pass that failed, a claim that waits for its lease, a subscription lost again).
+fn logs_on_failure() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,redis=error,canvas_saver=info,canvas_shared=info")
+        .with_test_writer()
+        .try_init();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_dies_and_editing_fan_out_and_saving_resume_on_its_replica() {
+    logs_on_failure();
     let cluster = RedisCluster::start();
     let (g1, g2) = (
         spawn_gateway(target(&cluster)).await,
@@ -168,6 +178,7 @@ async fn a_primary_dies_and_editing_fan_out_and_saving_resume_on_its_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_a_projects_slot_while_it_is_edited_loses_nothing() {
+    logs_on_failure();
     let cluster = RedisCluster::start();
     let (g1, g2) = (
         spawn_gateway(target(&cluster)).await,
